@@ -1,0 +1,217 @@
+"""embeddings: word vectors for the vocabulary, the starting point of the PyTorch models.
+
+By default fastText (skipgram or cbow) is trained on the normalized training titles; thanks to
+its character n-grams even words seen once get a sensible vector. `embeddings.pretrained` may name
+a word2vec-style `.vec(.gz)` file instead (e.g. the Spanish Billion Words vectors): it is streamed
+line by line and only the vocabulary's rows are kept, so a multi-GB file never sits in memory.
+
+Outputs in `models/embeddings/`: `matrix.npy` (float32, one row per vocabulary id; padding and
+unknown rows are zero), `fasttext.bin` (the trained model, when one was trained) and
+`summary.json` (dimension, coverage).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from meli import featurize, prepare
+from meli.errors import MeliError
+from meli.files import atomic_directory, read_json, write_json
+from meli.params import EmbeddingsParams, TextParams
+from meli.text import normalize
+
+log = logging.getLogger(__name__)
+
+MATRIX_FILE = "matrix.npy"
+MODEL_FILE = "fasttext.bin"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class EmbeddingsResult:
+    dim: int
+    vocabulary_size: int
+    covered: int
+
+
+def build_embeddings(params: EmbeddingsParams, prepared_dir: str | Path,
+                     features_dir: str | Path, output_dir: str | Path) -> EmbeddingsResult:
+    for needed, stage in ((Path(features_dir) / featurize.VOCAB_FILE, "featurize"),
+                          (prepare.split_path(prepared_dir, "train"), "prepare")):
+        if not needed.exists():
+            raise MeliError(f"{needed}: not found; run the {stage} stage first")
+    vocabulary = featurize.Vocabulary.load(Path(features_dir) / featurize.VOCAB_FILE)
+    with atomic_directory(output_dir) as partial:
+        if params.pretrained:
+            normalization = read_json(Path(prepared_dir) / prepare.NORMALIZATION_FILE)
+            text_settings = TextParams(**normalization)
+            matrix, covered = read_vectors(params.pretrained, vocabulary, text_settings,
+                                           params.seed)
+            origin = params.pretrained
+        else:
+            corpus = partial / "corpus.txt"
+            _write_corpus(prepare.split_path(prepared_dir, "train"), corpus)
+            model = train_fasttext(corpus, params)
+            corpus.unlink()
+            model.save_model(str(partial / MODEL_FILE))
+            matrix = np.zeros((len(vocabulary), params.dim), dtype=np.float32)
+            for index, word in enumerate(vocabulary.words, start=2):
+                matrix[index] = model.get_word_vector(word)
+            # Words fastText kept whole; the others get vectors built from their n-grams only.
+            covered = len(set(model.words) & set(vocabulary.words))
+            origin = f"fastText {params.model} trained on the training titles"
+        np.save(partial / MATRIX_FILE, matrix)
+        write_json(partial / SUMMARY_FILE, {
+            "origin": origin,
+            "dim": int(matrix.shape[1]),
+            "vocabulary_size": len(vocabulary),
+            "words_with_own_vector": covered,
+        })
+    return EmbeddingsResult(int(matrix.shape[1]), len(vocabulary), covered)
+
+
+def train_fasttext(corpus: Path, params: EmbeddingsParams):
+    """Train unsupervised fastText vectors, turning its raw failures into one clear line."""
+    settings = dict(
+        input=str(corpus), model=params.model, dim=params.dim, epoch=params.epochs,
+        lr=params.learning_rate, ws=params.window, minCount=params.min_count,
+        minn=params.min_ngram, maxn=params.max_ngram, bucket=params.buckets,
+        # fastText's generators (minstd_rand) take seed 0 for seed 1: shift so that
+        # embeddings.seed 0 and 1 give different vectors.
+        thread=params.threads, seed=params.seed + 1, verbose=0)
+    try:
+        return _train_unsupervised_with_seed(settings)
+    except (RuntimeError, ValueError) as error:
+        words = len({word for line in corpus.open(encoding="utf-8") for word in line.split()})
+        if "NaN" in str(error):
+            raise MeliError(
+                f"{corpus.name}: fastText training diverged (NaN loss) on {words} distinct "
+                f"words; lower embeddings.learning_rate (now {params.learning_rate}) or train "
+                f"on more varied data") from None
+        raise MeliError(f"{corpus.name}: fastText could not train on {words} distinct words: "
+                        f"{error}") from None
+
+
+def _train_unsupervised_with_seed(settings: dict):
+    """`fasttext.train_unsupervised`, but passing `seed` through.
+
+    fastText's C++ core takes a seed, yet the 0.9.3 Python wrapper's train_unsupervised rejects
+    the keyword; these are the same steps it takes, with the seed included (version pinned).
+    """
+    from fasttext import FastText
+
+    names = ["input", *FastText.unsupervised_default]
+    args, manually_set = FastText.read_args((), settings, names, FastText.unsupervised_default)
+    built = FastText._build_args(args, manually_set)
+    model = FastText._FastText(args=built)
+    with _zero_filled_allocations():
+        FastText.fasttext.train(model.f, built)
+    model.set_args(model.f.getArgs())
+    return model
+
+
+_M_PERTURB = -6  # glibc's mallopt(3) parameter number
+
+
+@contextmanager
+def _zero_filled_allocations() -> Iterator[None]:
+    """Have malloc hand out zero-filled memory while fastText allocates its matrices.
+
+    fastText 0.9.3 allocates its input matrix uninitialized (posix_memalign) and, with fewer than
+    10 threads, randomizes only threads/10 of it: the other rows held whatever the heap held
+    before, so training diverged (NaN) or gave other vectors from one run to the next. glibc's
+    M_PERTURB fills every allocation with the complement of the given byte (0xff -> zeros), the
+    zero rows fastText 0.9.2 had. Elsewhere (not glibc) nothing changes.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        yield
+        return
+    mallopt(_M_PERTURB, 0xFF)
+    try:
+        yield
+    finally:
+        mallopt(_M_PERTURB, 0)
+
+
+def read_vectors(path: str, vocabulary: featurize.Vocabulary, text_settings: TextParams,
+                 seed: int) -> tuple[np.ndarray, int]:
+    """Rows of a `.vec(.gz)` file for the vocabulary's words, streamed line by line.
+
+    File words are normalized like titles, and the first (most frequent) vector of each
+    normalized form wins. Words the file lacks get small random vectors of the same scale.
+    """
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise MeliError(f"{path}: no such vectors file (embeddings.pretrained)")
+    with file.open("rb") as head:
+        opener = gzip.open if head.read(2) == b"\x1f\x8b" else open
+    index = {word: i for i, word in enumerate(vocabulary.tokens) if i >= 2}
+    matrix: np.ndarray | None = None
+    found = np.zeros(len(vocabulary), dtype=bool)
+    try:
+        with opener(file, "rt", encoding="utf-8", errors="replace") as lines:
+            header = next(lines, "").split()
+            if len(header) != 2 or not all(part.isdigit() for part in header):
+                raise MeliError(f"{path}: line 1: expected a '<words> <dim>' header")
+            dim = int(header[1])
+            matrix = np.zeros((len(vocabulary), dim), dtype=np.float32)
+            pending: list[tuple[str, str, int]] = []
+            for number, line in enumerate(lines, start=2):
+                word, _, values = line.rstrip("\n").partition(" ")
+                pending.append((word, values, number))
+                if len(pending) == 10_000:
+                    _fill(pending, index, matrix, found, text_settings, path, dim)
+                    pending = []
+            _fill(pending, index, matrix, found, text_settings, path, dim)
+    except (OSError, EOFError) as error:
+        raise MeliError(f"{path}: unreadable vectors file: {error}") from None
+    assert matrix is not None
+    missing = ~found
+    missing[:2] = False
+    if found.any():
+        scale = float(matrix[found].std())
+        rng = np.random.default_rng(seed)
+        matrix[missing] = rng.normal(0.0, scale, size=(int(missing.sum()), matrix.shape[1]))
+    return matrix, int(found.sum())
+
+
+def _fill(pending: list[tuple[str, str, int]], index: dict[str, int], matrix: np.ndarray,
+          found: np.ndarray, text_settings: TextParams, path: str, dim: int) -> None:
+    """Copy the vectors of one block of .vec lines whose normalized word is in the vocabulary."""
+    if not pending:
+        return
+    normalized = normalize([word for word, _, _ in pending], text_settings).to_pylist()
+    for (_, values, number), word in zip(pending, normalized, strict=True):
+        row = index.get(word)
+        if row is None or found[row]:
+            continue
+        try:
+            vector = np.array(values.split(), dtype=np.float32)
+        except ValueError:
+            raise MeliError(f"{path}: line {number}: vector holds something not a number") from None
+        if vector.shape != (dim,):
+            raise MeliError(f"{path}: line {number}: expected {dim} numbers, found "
+                            f"{vector.shape[0]}")
+        matrix[row] = vector
+        found[row] = True
+
+
+def _write_corpus(train_path: Path, corpus: Path) -> None:
+    with corpus.open("w", encoding="utf-8") as out:
+        for batch in pq.ParquetFile(train_path).iter_batches(100_000, columns=["text"]):
+            out.writelines(text + "\n" for text in batch.column("text").to_pylist())
+
+
+def load_matrix(directory: str | Path) -> np.ndarray:
+    return np.load(Path(directory) / MATRIX_FILE)

@@ -1,0 +1,297 @@
+"""prepare: normalize, filter, deduplicate and split the raw table into train/validation/test.
+
+Two streaming passes keep memory flat for tens of millions of rows:
+1. normalize and filter each batch, write the survivors to a scratch file and remember, per row,
+   only a 64-bit hash of (title, category), a category code and the source's split;
+2. once duplicates, rare categories and the split are decided from those arrays, stream the
+   scratch file again into `train.parquet`, `validation.parquet` and `test.parquet`.
+
+Every dropped row is counted by reason in `metrics/data.json`; rows dropped because they are
+broken, duplicated or of a too-rare category are also written, with the reason, to
+`rejected.jsonl` (rows left out by the `languages`/`label_quality` selection are only counted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from meli import ingest
+from meli.errors import MeliError
+from meli.files import atomic_directory, read_json, write_json
+from meli.params import PrepareParams, to_dict
+from meli.text import normalize
+
+log = logging.getLogger(__name__)
+
+SPLITS = ingest.SPLITS
+LABELS_FILE = "labels.json"
+NORMALIZATION_FILE = "normalization.json"
+REJECTED_FILE = "rejected.jsonl"
+SCHEMA = pa.schema(
+    [
+        ("title", pa.string()),
+        ("text", pa.string()),
+        ("category", pa.string()),
+        ("label", pa.int32()),
+        ("language", pa.string()),
+        ("label_quality", pa.string()),
+    ]
+)
+BATCH_ROWS = 250_000
+_SCRATCH_FILE = "normalized.parquet"
+
+
+@dataclass
+class PrepareResult:
+    rows: dict[str, int]
+    classes: int
+    dropped: dict[str, int]
+    split: str
+
+
+def split_path(directory: str | Path, split: str) -> Path:
+    return Path(directory) / f"{split}.parquet"
+
+
+def prepare(params: PrepareParams, raw_dir: str | Path, output_dir: str | Path,
+            metrics_path: str | Path) -> PrepareResult:
+    raw_dir = Path(raw_dir)
+    table_path = raw_dir / ingest.TABLE_FILE
+    if not table_path.exists():
+        raise MeliError(f"{table_path}: not found; run the ingest stage first")
+    with atomic_directory(output_dir) as partial:
+        dropped: Counter[str] = Counter()
+        with (partial / REJECTED_FILE).open("w", encoding="utf-8") as rejected:
+            dropped.update(_copy_ingest_rejections(raw_dir / ingest.REJECTED_FILE, rejected))
+            rows = _filter_and_normalize(params, table_path, partial / _SCRATCH_FILE, rejected,
+                                         dropped)
+            decision = _decide_rows(rows, params, table_path, dropped)
+            split, how = _assign_splits(rows, decision, params)
+            counts = _write_splits(partial, decision, split, rejected)
+        (partial / _SCRATCH_FILE).unlink()
+        write_json(partial / LABELS_FILE, decision.categories)
+        write_json(partial / NORMALIZATION_FILE, to_dict(params.text))
+    source = read_json(raw_dir / ingest.SOURCE_FILE)
+    rows_kept = sum(counts.values())
+    metrics = {
+        "rows_read": source["rows_read"],
+        "rows_kept": rows_kept,
+        "dropped": {reason: dropped[reason] for reason in sorted(dropped)},
+        "classes": len(decision.categories),
+        "rows": counts,
+        "split": how,
+    }
+    write_json(metrics_path, metrics)
+    if rows_kept + sum(dropped.values()) != source["rows_read"]:
+        raise MeliError(f"{table_path}: row accounting is off ({rows_kept} kept + "
+                        f"{sum(dropped.values())} dropped != {source['rows_read']} read)")
+    return PrepareResult(counts, metrics["classes"], metrics["dropped"], how)
+
+
+def _copy_ingest_rejections(path: Path, rejected: Any) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    if path.exists():
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                counts[json.loads(line)["kind"]] += 1
+                rejected.write(line)
+    return counts
+
+
+class _Rows:
+    """What pass 1 keeps per candidate row: hash of (title, category), category code, split."""
+
+    def __init__(self) -> None:
+        self.hashes: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.splits: list[np.ndarray] = []
+        self.category_code: dict[str, int] = {}
+
+    def add(self, batch: pa.Table) -> None:
+        categories = batch.column("category")
+        # The unit separator cannot occur in a title, so (title, category) pairs map one-to-one.
+        keys = pc.binary_join_element_wise(batch.column("title"), categories, "\x1f")
+        self.hashes.append(pd.util.hash_array(keys.to_numpy(zero_copy_only=False)))
+        encoded = pc.dictionary_encode(categories).combine_chunks()
+        local = np.array([self.category_code.setdefault(name, len(self.category_code))
+                          for name in encoded.dictionary.to_pylist()], dtype=np.int32)
+        self.codes.append(local[encoded.indices.to_numpy()] if len(local) else
+                          np.zeros(0, np.int32))
+        split = pc.index_in(batch.column("split"), value_set=pa.array(SPLITS))
+        self.splits.append(pc.fill_null(split, -1).to_numpy().astype(np.int8))
+
+    def finish(self) -> None:
+        self.hash = np.concatenate(self.hashes) if self.hashes else np.zeros(0, np.uint64)
+        self.code = np.concatenate(self.codes) if self.codes else np.zeros(0, np.int32)
+        self.split = np.concatenate(self.splits) if self.splits else np.zeros(0, np.int8)
+        self.names = np.array(list(self.category_code), dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.hash)
+
+
+def _filter_and_normalize(params: PrepareParams, table_path: Path, scratch: Path,
+                          rejected: Any, dropped: Counter[str]) -> _Rows:
+    """Pass 1: select languages and label qualities, normalize, set aside empty texts."""
+    rows = _Rows()
+    languages = pa.array(params.languages, pa.string())
+    qualities = pa.array(params.label_quality, pa.string())
+    scratch_schema = SCHEMA.remove(SCHEMA.get_field_index("label")).append(
+        pa.field("split", pa.string()))
+    with pq.ParquetWriter(scratch, scratch_schema) as writer:
+        for record_batch in pq.ParquetFile(table_path).iter_batches(BATCH_ROWS):
+            batch = pa.Table.from_batches([record_batch])
+            language_ok = pc.is_in(batch.column("language"), value_set=languages)
+            dropped["language"] += len(batch) - (pc.sum(language_ok).as_py() or 0)
+            batch = batch.filter(language_ok)
+            quality_ok = pc.is_in(batch.column("label_quality"), value_set=qualities)
+            dropped["label_quality"] += len(batch) - (pc.sum(quality_ok).as_py() or 0)
+            batch = batch.filter(quality_ok)
+            text = normalize(batch.column("title"), params.text)
+            has_words = pc.not_equal(text, "")
+            for row in batch.filter(pc.invert(has_words)).to_pylist():
+                _write_rejected(rejected, row, "empty_after_normalization",
+                                "no words left after text normalization")
+                dropped["empty_after_normalization"] += 1
+            batch = batch.append_column("text", text).filter(has_words)
+            if len(batch):
+                rows.add(batch)
+                writer.write_table(batch.select(scratch_schema.names))
+    rows.finish()
+    return rows
+
+
+@dataclass
+class _Decision:
+    """Per candidate row: kept or why not, and its label id (-1 for a rare category)."""
+
+    keep: np.ndarray
+    duplicate: np.ndarray
+    rare: np.ndarray
+    labels: np.ndarray
+    categories: list[str]
+
+
+def _decide_rows(rows: _Rows, params: PrepareParams, table_path: Path,
+                 dropped: Counter[str]) -> _Decision:
+    """Mark duplicates (all but the first occurrence) and rows of too-rare categories."""
+    duplicate = np.ones(len(rows), dtype=bool)
+    duplicate[np.unique(rows.hash, return_index=True)[1]] = False
+    counts = np.bincount(rows.code[~duplicate], minlength=len(rows.names))
+    frequent = counts >= params.min_examples
+    rare = ~duplicate & ~frequent[rows.code]
+    keep = ~duplicate & ~rare
+    dropped["duplicate"] += int(duplicate.sum())
+    dropped["rare_category"] += int(rare.sum())
+    names = sorted(rows.names[frequent].tolist())
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
+        # Name what the selection removed (a source without languages says "unknown").
+        selection = "".join(f"; prepare.{key} {values} left out {dropped[reason]} rows"
+                            for reason, key, values in (
+                                ("language", "languages", params.languages),
+                                ("label_quality", "label_quality", params.label_quality))
+                            if dropped[reason])
+        raise MeliError(
+            f"{table_path}: a classifier needs at least 2 categories with "
+            f"prepare.min_examples={params.min_examples} or more rows after filtering; "
+            f"found {found} (of {len(rows.names)} categories in {len(rows)} rows){selection}")
+    label_of_code = np.full(len(rows.names), -1, dtype=np.int32)
+    label_of_code[frequent] = np.searchsorted(names, rows.names[frequent].astype(str))
+    return _Decision(keep, duplicate, rare, label_of_code[rows.code], names)
+
+
+def _assign_splits(rows: _Rows, decision: _Decision,
+                   params: PrepareParams) -> tuple[np.ndarray, str]:
+    """Split codes (0 train, 1 validation, 2 test) for every row, and how they were chosen.
+
+    A source's own split is kept when it is a real one: every kept row has a split and training
+    rows exist beside validation or test ones. A file whose rows all say "test" is not a split.
+    """
+    keep, labels = decision.keep, decision.labels
+    split = rows.split.copy()
+    present = set(np.unique(split[keep]).tolist())
+    if params.keep_source_split and -1 not in present and 0 in present and len(present) > 1:
+        for code, fraction in ((1, params.validation_fraction), (2, params.test_fraction)):
+            if code not in present:
+                train = keep & (split == 0)
+                carved = stratified_split(labels[train], 0.0, fraction, params.seed + code)
+                split[np.flatnonzero(train)[carved == 2]] = code
+        return split, "source"
+    split[keep] = stratified_split(labels[keep], params.validation_fraction,
+                                   params.test_fraction, params.seed)
+    return split, "stratified"
+
+
+def stratified_split(labels: np.ndarray, validation_fraction: float, test_fraction: float,
+                     seed: int) -> np.ndarray:
+    """Split codes per row so that each label is divided in the given fractions.
+
+    Each label keeps at least one training row; a label too small for its share of validation
+    or test rows simply gets none there.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    counts = np.bincount(labels)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - np.repeat(starts, counts)
+    n_test = np.floor(counts * test_fraction + 0.5).astype(np.int64)
+    n_validation = np.floor(counts * validation_fraction + 0.5).astype(np.int64)
+    n_test = np.minimum(n_test, np.maximum(counts - 1, 0))
+    n_validation = np.minimum(n_validation, np.maximum(counts - 1 - n_test, 0))
+    row_rank, row_test = rank, n_test[labels]
+    split = np.zeros(len(labels), dtype=np.int8)
+    split[row_rank < row_test] = 2
+    split[(row_rank >= row_test) & (row_rank < row_test + n_validation[labels])] = 1
+    return split
+
+
+def _write_splits(directory: Path, decision: _Decision, split: np.ndarray,
+                  rejected: Any) -> dict[str, int]:
+    """Pass 2: stream the scratch file into one Parquet file per split."""
+    keep, labels = decision.keep, decision.labels
+    writers = {name: pq.ParquetWriter(split_path(directory, name), SCHEMA) for name in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
+    start = 0
+    for record_batch in pq.ParquetFile(directory / _SCRATCH_FILE).iter_batches(BATCH_ROWS):
+        batch = pa.Table.from_batches([record_batch])
+        window = slice(start, start + len(batch))
+        start += len(batch)
+        for reason, mask, message in (
+            ("duplicate", decision.duplicate[window],
+             "exact duplicate of an earlier (title, category)"),
+            ("rare_category", decision.rare[window],
+             "category has fewer than prepare.min_examples rows"),
+        ):
+            for row in batch.filter(pa.array(mask)).to_pylist():
+                _write_rejected(rejected, row, reason, message)
+        batch = batch.append_column("label", pa.array(labels[window], pa.int32()))
+        for code, name in enumerate(SPLITS):
+            chosen = keep[window] & (split[window] == code)
+            if chosen.any():
+                part = batch.filter(pa.array(chosen)).select(SCHEMA.names).cast(SCHEMA)
+                writers[name].write_table(part)
+                counts[name] += len(part)
+    for writer in writers.values():
+        writer.close()
+    return counts
+
+
+def _write_rejected(rejected: Any, row: dict[str, Any], kind: str, reason: str) -> None:
+    entry = {"where": "data/raw", "kind": kind, "reason": reason,
+             "row": {key: row.get(key) for key in ("title", "category", "language",
+                                                   "label_quality")}}
+    rejected.write(json.dumps(entry, ensure_ascii=False) + "\n")
