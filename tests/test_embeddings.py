@@ -88,7 +88,7 @@ def test_divergence_is_one_clear_error(tmp_path):
     message = str(caught.value)
     assert "\n" not in message
     assert "diverged" in message
-    assert "learning_rate (now 5.0)" in message
+    assert "embeddings.learning_rate" in message
     assert "8 distinct words" in message
 
 

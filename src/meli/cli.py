@@ -1,7 +1,8 @@
 """`meli <command>`: the thin command line over the stage functions (also `python -m meli`).
 
-Every pipeline stage in dvc.yaml is one command here. Paths default to the repository layout;
-params come from params.yaml, validated once before any work starts.
+Every pipeline stage in dvc.yaml is one command here. Paths follow the repository layout; params
+come from params.yaml, validated once before any work starts. A user's mistake ends in one line
+on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,10 +23,12 @@ log = logging.getLogger("meli")
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 FEATURES_DIR = Path("data/features")
-EMBEDDINGS_DIR = Path("models/embeddings")
-METRICS_DIR = Path("metrics")
 MODELS_DIR = Path("models")
+EMBEDDINGS_DIR = MODELS_DIR / "embeddings"
+METRICS_DIR = Path("metrics")
 RESULTS_DIR = Path("results")
+TORCH_MODELS = ("mlp", "cnn")
+ALL_MODELS = (*TORCH_MODELS, "fasttext")
 
 
 def _ingest(args: argparse.Namespace, params: Params) -> None:
@@ -57,8 +61,8 @@ def _embeddings(args: argparse.Namespace, params: Params) -> None:
     from meli.embeddings import build_embeddings
 
     result = build_embeddings(params.embeddings, PREPARED_DIR, FEATURES_DIR, EMBEDDINGS_DIR)
-    log.info("embeddings: %d x %d matrix, %d words with their own vector", result.vocabulary_size,
-             result.dim, result.covered)
+    log.info("embeddings: %d x %d matrix, %d words with their own vector",
+             result.vocabulary_size, result.dim, result.covered)
 
 
 def _train(args: argparse.Namespace, params: Params) -> None:
@@ -73,12 +77,59 @@ def _train(args: argparse.Namespace, params: Params) -> None:
              result.train_titles_per_second)
 
 
+def _baseline(args: argparse.Namespace, params: Params) -> None:
+    from meli.baseline import train_baseline
+
+    result = train_baseline(params.baseline, PREPARED_DIR, MODELS_DIR / "fasttext",
+                            RESULTS_DIR / "train" / "fasttext")
+    log.info("baseline fasttext: validation balanced accuracy %.4f, accuracy %.4f (%.1fs)",
+             result.validation_balanced_accuracy, result.validation_accuracy, result.seconds)
+
+
+def _evaluate(args: argparse.Namespace, params: Params) -> None:
+    from meli.evaluate import evaluate
+
+    result = evaluate(params.evaluate, MODELS_DIR / args.model, PREPARED_DIR,
+                      METRICS_DIR / f"{args.model}.json", RESULTS_DIR / "evaluate" / args.model)
+    log.info("evaluate %s: test balanced accuracy %.4f, accuracy %.4f, macro F1 %.4f on %d "
+             "titles; %.0f titles/s", args.model, result.balanced_accuracy, result.accuracy,
+             result.macro_f1, result.rows, result.titles_per_second)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from meli.bundle import load_classifier
+    from meli.predict import print_predictions, read_titles, write_predictions_csv
+
+    if args.input is None and not args.titles:
+        raise MeliError("give titles to classify, or --input FILE (- for stdin)")
+    if args.top_k < 1:
+        raise MeliError(f"--top-k must be at least 1, got {args.top_k}")
+    titles = read_titles(args.input) if args.input else [t for t in args.titles]
+    if any(not title.strip() for title in titles):
+        raise MeliError("a title given on the command line is empty")
+    classifier = load_classifier(args.model)
+    started = time.perf_counter()
+    if args.input is None:
+        print_predictions(classifier, titles, args.top_k, sys.stdout)
+        return
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            write_predictions_csv(classifier, titles, args.top_k, out)
+    else:
+        write_predictions_csv(classifier, titles, args.top_k, sys.stdout)
+    seconds = time.perf_counter() - started
+    log.info("predict: %d titles in %.2fs (%.0f titles/s)", len(titles), seconds,
+             len(titles) / max(seconds, 1e-9))
+
+
 STAGES: dict[str, tuple[Callable[[argparse.Namespace, Params], None], str]] = {
     "ingest": (_ingest, "read data.source into data/raw/ (one canonical table)"),
     "prepare": (_prepare, "normalize, filter, deduplicate and split into data/prepared/"),
     "featurize": (_featurize, "vocabulary and fixed-length token ids into data/features/"),
     "embeddings": (_embeddings, "fastText word vectors aligned to the vocabulary"),
     "train": (_train, "train the MLP or the CNN into models/<model>/ (dvclive log in results/)"),
+    "baseline": (_baseline, "train the fastText supervised baseline into models/fasttext/"),
+    "evaluate": (_evaluate, "score a model on the test split into metrics/<model>.json"),
 }
 
 
@@ -92,7 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--params", default=PARAMS_FILE,
                            help="params file (default: %(default)s)")
         if name == "train":
-            stage.add_argument("model", choices=["mlp", "cnn"])
+            stage.add_argument("model", choices=TORCH_MODELS)
+        if name == "evaluate":
+            stage.add_argument("model", choices=ALL_MODELS)
+
+    predict = commands.add_parser(
+        "predict", help="print the most likely categories of titles",
+        description="Classify titles with a trained model bundle.")
+    predict.add_argument("titles", nargs="*", help="titles to classify")
+    predict.add_argument("--model", default=str(MODELS_DIR / "cnn"),
+                         help="model bundle directory (default: %(default)s)")
+    predict.add_argument("--input", metavar="FILE",
+                         help="one title per line, or a CSV with a 'title' column; - for stdin")
+    predict.add_argument("--output", metavar="FILE", help="CSV to write (default: stdout)")
+    predict.add_argument("-k", "--top-k", type=int, default=3,
+                         help="categories per title (default: %(default)s)")
     return parser
 
 
@@ -100,12 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        run, _ = STAGES[args.command]
-        run(args, load_params(args.params))
+        if args.command == "predict":
+            _predict(args)
+        else:
+            run, _ = STAGES[args.command]
+            run(args, load_params(args.params))
     except MeliError as error:
         print(f"meli {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"meli {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return 141
     return 0

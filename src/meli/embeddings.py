@@ -12,18 +12,15 @@ unknown rows are zero), `fasttext.bin` (the trained model, when one was trained)
 
 from __future__ import annotations
 
-import ctypes
 import gzip
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from meli import featurize, prepare
+from meli import fasttext_training, featurize, prepare
 from meli.errors import MeliError
 from meli.files import atomic_directory, read_json, write_json
 from meli.params import EmbeddingsParams, TextParams
@@ -80,68 +77,13 @@ def build_embeddings(params: EmbeddingsParams, prepared_dir: str | Path,
 
 
 def train_fasttext(corpus: Path, params: EmbeddingsParams):
-    """Train unsupervised fastText vectors, turning its raw failures into one clear line."""
+    """Unsupervised fastText vectors from a file of one normalized title per line."""
     settings = dict(
-        input=str(corpus), model=params.model, dim=params.dim, epoch=params.epochs,
-        lr=params.learning_rate, ws=params.window, minCount=params.min_count,
-        minn=params.min_ngram, maxn=params.max_ngram, bucket=params.buckets,
-        # fastText's generators (minstd_rand) take seed 0 for seed 1: shift so that
-        # embeddings.seed 0 and 1 give different vectors.
-        thread=params.threads, seed=params.seed + 1, verbose=0)
-    try:
-        return _train_unsupervised_with_seed(settings)
-    except (RuntimeError, ValueError) as error:
-        words = len({word for line in corpus.open(encoding="utf-8") for word in line.split()})
-        if "NaN" in str(error):
-            raise MeliError(
-                f"{corpus.name}: fastText training diverged (NaN loss) on {words} distinct "
-                f"words; lower embeddings.learning_rate (now {params.learning_rate}) or train "
-                f"on more varied data") from None
-        raise MeliError(f"{corpus.name}: fastText could not train on {words} distinct words: "
-                        f"{error}") from None
-
-
-def _train_unsupervised_with_seed(settings: dict):
-    """`fasttext.train_unsupervised`, but passing `seed` through.
-
-    fastText's C++ core takes a seed, yet the 0.9.3 Python wrapper's train_unsupervised rejects
-    the keyword; these are the same steps it takes, with the seed included (version pinned).
-    """
-    from fasttext import FastText
-
-    names = ["input", *FastText.unsupervised_default]
-    args, manually_set = FastText.read_args((), settings, names, FastText.unsupervised_default)
-    built = FastText._build_args(args, manually_set)
-    model = FastText._FastText(args=built)
-    with _zero_filled_allocations():
-        FastText.fasttext.train(model.f, built)
-    model.set_args(model.f.getArgs())
-    return model
-
-
-_M_PERTURB = -6  # glibc's mallopt(3) parameter number
-
-
-@contextmanager
-def _zero_filled_allocations() -> Iterator[None]:
-    """Have malloc hand out zero-filled memory while fastText allocates its matrices.
-
-    fastText 0.9.3 allocates its input matrix uninitialized (posix_memalign) and, with fewer than
-    10 threads, randomizes only threads/10 of it: the other rows held whatever the heap held
-    before, so training diverged (NaN) or gave other vectors from one run to the next. glibc's
-    M_PERTURB fills every allocation with the complement of the given byte (0xff -> zeros), the
-    zero rows fastText 0.9.2 had. Elsewhere (not glibc) nothing changes.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        yield
-        return
-    mallopt(_M_PERTURB, 0xFF)
-    try:
-        yield
-    finally:
-        mallopt(_M_PERTURB, 0)
+        model=params.model, dim=params.dim, epoch=params.epochs, lr=params.learning_rate,
+        ws=params.window, minCount=params.min_count, minn=params.min_ngram,
+        maxn=params.max_ngram, bucket=params.buckets, thread=params.threads, seed=params.seed)
+    return fasttext_training.train("unsupervised", corpus, settings,
+                                   "the training titles", "embeddings.learning_rate")
 
 
 def read_vectors(path: str, vocabulary: featurize.Vocabulary, text_settings: TextParams,

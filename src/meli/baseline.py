@@ -1,0 +1,79 @@
+"""baseline: fastText's supervised classifier on the same training split, the reference to beat.
+
+It reads the same normalized titles as the PyTorch models, is bundled the same way
+(`models/fasttext/`) and logs its validation figures with dvclive like them, so `dvc exp show`
+and `meli leaderboard` compare the three side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from meli import bundle, fasttext_training, metrics, prepare
+from meli.errors import MeliError
+from meli.files import read_json
+from meli.params import BaselineParams, to_dict
+
+
+@dataclass
+class BaselineResult:
+    validation_balanced_accuracy: float
+    validation_accuracy: float
+    seconds: float
+
+
+def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir: str | Path,
+                   live_dir: str | Path) -> BaselineResult:
+    from dvclive import Live
+
+    prepared_dir, output_dir = Path(prepared_dir), Path(output_dir)
+    train_path = prepare.split_path(prepared_dir, "train")
+    if not train_path.exists():
+        raise MeliError(f"{train_path}: not found; run the prepare stage first")
+    labels = read_json(prepared_dir / prepare.LABELS_FILE)
+    normalization = read_json(prepared_dir / prepare.NORMALIZATION_FILE)
+    scratch = output_dir.parent / f".{output_dir.name}.corpus.txt"
+    started = time.perf_counter()
+    try:
+        _write_labelled_corpus(train_path, scratch)
+        model = fasttext_training.train("supervised", scratch, {
+            "epoch": params.epochs, "lr": params.learning_rate, "dim": params.dim,
+            "wordNgrams": params.word_ngrams, "minn": params.min_ngram,
+            "maxn": params.max_ngram, "minCount": params.min_count, "bucket": params.buckets,
+            "loss": params.loss, "thread": params.threads, "seed": params.seed,
+        }, "the training titles", "baseline.learning_rate")
+    finally:
+        scratch.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    bundle.write_fasttext_bundle(output_dir, model=model, labels=labels,
+                                 normalization=normalization,
+                                 details={"baseline": to_dict(params)})
+    classifier = bundle.load_classifier(output_dir)
+    validation = pq.read_table(prepare.split_path(prepared_dir, "validation"),
+                               columns=["title", "label"])
+    true = validation.column("label").to_numpy().astype(np.int64)
+    predicted = classifier.predict(validation.column("title"))
+    balanced = metrics.balanced_accuracy(true, predicted, len(labels))
+    accuracy = metrics.accuracy(true, predicted)
+    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_params({"model": "fasttext", "baseline": to_dict(params)})
+        live.log_metric("validation/balanced_accuracy", balanced)
+        live.log_metric("validation/accuracy", accuracy)
+        live.summary["best"] = {"epoch": params.epochs,
+                                "validation_balanced_accuracy": balanced,
+                                "validation_accuracy": accuracy}
+    return BaselineResult(balanced, accuracy, seconds)
+
+
+def _write_labelled_corpus(train_path: Path, corpus: Path) -> None:
+    """fastText's format: `__label__<id> <text>` (ids, since category names may hold spaces)."""
+    with corpus.open("w", encoding="utf-8") as out:
+        for batch in pq.ParquetFile(train_path).iter_batches(100_000, columns=["text", "label"]):
+            for text, label in zip(batch.column("text").to_pylist(),
+                                   batch.column("label").to_pylist(), strict=True):
+                out.write(f"__label__{label} {text}\n")

@@ -1,0 +1,204 @@
+"""Self-contained model bundles (`models/<name>/`) and the classifier that loads one.
+
+A bundle holds everything prediction needs, so `meli predict --model models/cnn` works on a
+machine that only pulled that directory:
+
+    config.json          format version, architecture and its settings, max_length, metrics
+    weights.pt           the PyTorch state_dict (loaded with weights_only=True: no code runs)
+    model.bin            the fastText model instead, for the fastText baseline
+    vocab.txt            token ids (PyTorch models)
+    labels.json          category names, position = class id
+    normalization.json   the text settings titles were normalized with at training time
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from meli import __version__
+from meli.errors import MeliError
+from meli.featurize import Vocabulary
+from meli.files import atomic_directory, read_json, write_json
+from meli.models import build_model
+from meli.params import TextParams
+from meli.text import normalize
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+FASTTEXT_FILE = "model.bin"
+VOCAB_FILE = "vocab.txt"
+LABELS_FILE = "labels.json"
+NORMALIZATION_FILE = "normalization.json"
+TORCH_ARCHITECTURES = ("mlp", "cnn")
+
+
+def write_torch_bundle(directory: str | Path, *, architecture: str, model_config: dict[str, Any],
+                       state_dict: dict[str, torch.Tensor], vocabulary: Vocabulary,
+                       max_length: int, labels: list[str], normalization: dict[str, Any],
+                       details: dict[str, Any]) -> None:
+    """Write a PyTorch model bundle; it appears complete or not at all."""
+    embedding = state_dict["embedding.weight"]
+    with atomic_directory(directory) as partial:
+        torch.save(state_dict, partial / WEIGHTS_FILE)
+        vocabulary.save(partial / VOCAB_FILE)
+        _write_common(partial, labels, normalization, {
+            "architecture": architecture,
+            "model": model_config,
+            "vocabulary_size": int(embedding.shape[0]),
+            "embedding_dim": int(embedding.shape[1]),
+            "max_length": max_length,
+            **details,
+        })
+
+
+def write_fasttext_bundle(directory: str | Path, *, model: Any, labels: list[str],
+                          normalization: dict[str, Any], details: dict[str, Any]) -> None:
+    with atomic_directory(directory) as partial:
+        model.save_model(str(partial / FASTTEXT_FILE))
+        _write_common(partial, labels, normalization, {"architecture": "fasttext", **details})
+
+
+def _write_common(directory: Path, labels: list[str], normalization: dict[str, Any],
+                  config: dict[str, Any]) -> None:
+    write_json(directory / LABELS_FILE, labels)
+    write_json(directory / NORMALIZATION_FILE, normalization)
+    write_json(directory / CONFIG_FILE,
+               {"format_version": FORMAT_VERSION, "meli_version": __version__, **config})
+
+
+class Classifier:
+    """A loaded bundle: normalizes raw titles itself and returns class probabilities."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
+                 normalization: TextParams):
+        self.directory = directory
+        self.config = config
+        self.labels = labels
+        self.normalization = normalization
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    def normalize(self, titles: list[str] | pa.Array) -> pa.Array:
+        return normalize(titles, self.normalization)
+
+    def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
+        """Rows of class probabilities (float32) for raw, unnormalized titles."""
+        raise NotImplementedError
+
+    def predict(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
+        """The most probable class id of each title."""
+        return self.probabilities(titles, batch_size).argmax(axis=1)
+
+    def top(self, titles: list[str], k: int = 3) -> list[list[tuple[str, float]]]:
+        """The k most probable categories of each title, with their probabilities."""
+        probabilities = self.probabilities(titles)
+        k = min(k, probabilities.shape[1])
+        best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        return [[(self.labels[i], float(row[i])) for i in order]
+                for row, order in zip(probabilities, best, strict=True)]
+
+
+class TorchClassifier(Classifier):
+    def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
+                 normalization: TextParams):
+        super().__init__(directory, config, labels, normalization)
+        self.vocabulary = Vocabulary.load(directory / VOCAB_FILE)
+        try:
+            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        except Exception as error:  # an unpickling or zip error: the file is damaged or foreign
+            raise MeliError(f"{directory / WEIGHTS_FILE}: cannot load weights: "
+                            f"{str(error).splitlines()[0]}") from None
+        vectors = torch.zeros(config["vocabulary_size"], config["embedding_dim"])
+        self.model = build_model(config["architecture"], config["model"], vectors, len(labels))
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as error:
+            raise MeliError(f"{directory / WEIGHTS_FILE}: weights do not match config.json: "
+                            f"{str(error).splitlines()[0]}") from None
+        if len(self.vocabulary) != config["vocabulary_size"]:
+            raise MeliError(f"{directory / VOCAB_FILE}: {len(self.vocabulary)} tokens, "
+                            f"config.json says {config['vocabulary_size']}")
+        self.model.eval()
+
+    @torch.inference_mode()
+    def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
+        tokens = self.vocabulary.encode(self.normalize(titles), self.config["max_length"])
+        return probabilities_of(self.model, tokens, batch_size)
+
+
+class FastTextClassifier(Classifier):
+    def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
+                 normalization: TextParams):
+        super().__init__(directory, config, labels, normalization)
+        import fasttext
+
+        try:
+            self.model = fasttext.load_model(str(directory / FASTTEXT_FILE))
+        except ValueError as error:
+            raise MeliError(f"{directory / FASTTEXT_FILE}: cannot load: {error}") from None
+        # The baseline trains on "__label__<class id>": category names may contain spaces.
+        self.index = {f"__label__{i}": i for i in range(len(labels))}
+
+    def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
+        texts = self.normalize(titles).to_pylist()
+        result = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            # Always a list: fastText 0.9.3's single-string predict breaks under NumPy 2.
+            names, values = self.model.predict(texts[start:start + batch_size], k=-1)
+            for row, (row_names, row_values) in enumerate(zip(names, values, strict=True)):
+                columns = [self.index[name] for name in row_names]
+                result[start + row, columns] = row_values
+        return result
+
+
+@torch.inference_mode()
+def probabilities_of(model: torch.nn.Module, tokens: np.ndarray, batch_size: int) -> np.ndarray:
+    """Softmax outputs of a PyTorch model over token-id rows, in batches."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(tokens), batch_size):
+        batch = torch.from_numpy(np.array(tokens[start:start + batch_size]))
+        outputs.append(torch.softmax(model(batch), dim=1).numpy())
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outputs)
+
+
+def load_classifier(directory: str | Path) -> Classifier:
+    """Load a bundle written by train or baseline, checking that it is complete and compatible."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MeliError(f"{directory}: no model bundle there (run `dvc repro` or `dvc pull`)")
+    try:
+        config = read_json(directory / CONFIG_FILE)
+        labels = read_json(directory / LABELS_FILE)
+        normalization = read_json(directory / NORMALIZATION_FILE)
+    except FileNotFoundError as error:
+        raise MeliError(f"{directory}: incomplete bundle, {Path(error.filename).name} "
+                        f"is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MeliError(f"{directory}: damaged bundle file: {error}") from None
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if version != FORMAT_VERSION:
+        raise MeliError(f"{directory}: bundle format {version!r} is not the one this meli "
+                        f"{__version__} reads ({FORMAT_VERSION}); retrain it with `dvc repro`")
+    try:
+        settings = TextParams(**normalization)
+    except TypeError:
+        raise MeliError(f"{directory / NORMALIZATION_FILE}: unknown normalization "
+                        f"settings") from None
+    architecture = config.get("architecture")
+    if architecture in TORCH_ARCHITECTURES:
+        return TorchClassifier(directory, config, labels, settings)
+    if architecture == "fasttext":
+        return FastTextClassifier(directory, config, labels, settings)
+    raise MeliError(f"{directory / CONFIG_FILE}: unknown architecture {architecture!r}")
