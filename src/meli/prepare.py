@@ -122,7 +122,9 @@ class _Rows:
         categories = batch.column("category")
         # The unit separator cannot occur in a title, so (title, category) pairs map one-to-one.
         keys = pc.binary_join_element_wise(batch.column("title"), categories, "\x1f")
-        self.hashes.append(pd.util.hash_array(keys.to_numpy(zero_copy_only=False)))
+        # categorize=False: factorizing first would only pay off with many repeated keys.
+        self.hashes.append(pd.util.hash_array(keys.to_numpy(zero_copy_only=False),
+                                              categorize=False))
         encoded = pc.dictionary_encode(categories).combine_chunks()
         local = np.array([self.category_code.setdefault(name, len(self.category_code))
                           for name in encoded.dictionary.to_pylist()], dtype=np.int32)
@@ -149,7 +151,8 @@ def _filter_and_normalize(params: PrepareParams, table_path: Path, scratch: Path
     qualities = pa.array(params.label_quality, pa.string())
     scratch_schema = SCHEMA.remove(SCHEMA.get_field_index("label")).append(
         pa.field("split", pa.string()))
-    with pq.ParquetWriter(scratch, scratch_schema) as writer:
+    # The scratch file is read once, right away: not worth compressing.
+    with pq.ParquetWriter(scratch, scratch_schema, compression="none") as writer:
         for record_batch in pq.ParquetFile(table_path).iter_batches(BATCH_ROWS):
             batch = pa.Table.from_batches([record_batch])
             language_ok = pc.is_in(batch.column("language"), value_set=languages)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,9 +18,13 @@ from meli.params import TextParams
 # Arrow's regex engine (RE2) knows Unicode classes: Mn are the combining accents left by NFKD.
 _COMBINING_MARKS = r"\p{Mn}+"
 _PUNCTUATION = r"([^\p{L}\p{N}\s])"
-# RE2's \s is only [\t\n\f\r ]: add the rest of what str.split() splits on (\v, \x1c-\x1f,
-# \x85 and the Unicode separators), so that no whitespace survives inside a token.
-_WHITESPACE = r"[\s\v\x{1c}-\x{1f}\x{85}\p{Z}]+"
+# Every character str.split() splits on except the plain space: RE2's \s is only [\t\n\f\r ],
+# so the rest (\v, \x1c-\x1f, \x85 and the Unicode separators) is spelled out.
+_OTHER_WHITESPACE = (r"\t\n\f\r\v\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}"
+                     r"\x{2029}\x{202f}\x{205f}\x{3000}")
+# Runs of whitespace and single non-space whitespace; lone spaces, by far the most common,
+# are left alone, which makes this pass 5x faster than rewriting every space.
+_WHITESPACE = f"[ {_OTHER_WHITESPACE}]{{2,}}|[{_OTHER_WHITESPACE}]"
 
 
 def normalize(titles: pa.Array | pa.ChunkedArray | Iterable[str], settings: TextParams) -> pa.Array:
@@ -36,7 +41,7 @@ def normalize(titles: pa.Array | pa.ChunkedArray | Iterable[str], settings: Text
     else:
         text = pc.utf8_normalize(text, "NFKC")
     if settings.digits == "zero":
-        text = pc.replace_substring_regex(text, r"\d", "0")
+        text = _digits_to_zero(text)
     elif settings.digits == "drop":
         text = pc.replace_substring_regex(text, r"\d+", " ")
     if settings.punctuation == "split":
@@ -49,6 +54,24 @@ def normalize(titles: pa.Array | pa.ChunkedArray | Iterable[str], settings: Text
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     return text
+
+
+def _digits_to_zero(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Every ASCII digit becomes "0" (what the regex \\d -> 0 does, 6x faster).
+
+    Done on the UTF-8 bytes: bytes 0x31-0x39 are always the digits 1-9 there, since every byte
+    of a multi-byte character is >= 0x80; lengths do not change, so the offsets stay valid.
+    """
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    validity, offsets, data = text.buffers()
+    if data is None:  # an empty array
+        return text
+    characters = np.frombuffer(data, dtype=np.uint8).copy()
+    characters[(characters >= 0x31) & (characters <= 0x39)] = 0x30
+    buffers = [validity, offsets, pa.py_buffer(characters)]
+    return pa.Array.from_buffers(text.type, len(text), buffers,
+                                 text.null_count, text.offset)
 
 
 def normalize_title(title: str, settings: TextParams) -> str:
