@@ -50,7 +50,8 @@ def yaml_keys(section: dict, prefix: str = "") -> set[str]:
     keys = set()
     for key, value in section.items():
         keys.add(prefix + key)
-        if isinstance(value, dict):
+        # search.space is a free mapping (params key -> distribution), not a section of fields.
+        if isinstance(value, dict) and prefix + key != "search.space":
             keys |= yaml_keys(value, f"{prefix}{key}.")
     return keys
 

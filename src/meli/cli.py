@@ -122,6 +122,48 @@ def _predict(args: argparse.Namespace) -> None:
              len(titles) / max(seconds, 1e-9))
 
 
+def _search(args: argparse.Namespace, params: Params) -> None:
+    from meli import search
+
+    models = args.model or params.search.models
+    trials = search.sample_trials(params, args.trials or params.search.trials,
+                                  params.search.seed if args.seed is None else args.seed, models)
+    queued = [] if args.dry_run else search.queue(trials, models, force=args.force)
+    for trial in trials:
+        mark = "drawn" if args.dry_run else "queued" if trial in queued else "exists"
+        values = ", ".join(f"{key}={value}" for key, value in trial.values.items())
+        print(f"{mark:7} {trial.name}  {values}")
+    if args.dry_run:
+        log.info("search: %d trial(s) drawn, none queued (--dry-run)", len(trials))
+        return
+    log.info("search: %d trial(s) queued, %d already queued or done; stages %s",
+             len(queued), len(trials) - len(queued), ", ".join(search.targets(models)))
+    if args.run and queued:
+        states = search.run_queue(args.jobs, [trial.name for trial in queued])
+        failed = sorted(name for name, state in states.items() if state == "Failed")
+        log.info("search: %d trial(s) finished, %d failed%s", len(states), len(failed),
+                 f" ({', '.join(failed)})" if failed else "")
+        _print_leaderboard(models, top=10)
+    elif not args.run:
+        log.info("start them with `dvc queue start -j 2`, then see `meli leaderboard`")
+
+
+def _print_leaderboard(models: list[str], top: int) -> list:
+    from meli.leaderboard import leaderboard
+
+    table, done = leaderboard(list(models), top)
+    print(table)
+    return done
+
+
+def _leaderboard(args: argparse.Namespace, params: Params) -> None:
+    from meli.leaderboard import apply_best
+
+    done = _print_leaderboard(args.model or params.search.models, args.top)
+    if args.apply:
+        log.info("leaderboard: applied %s to the workspace (dvc exp apply)", apply_best(done))
+
+
 STAGES: dict[str, tuple[Callable[[argparse.Namespace, Params], None], str]] = {
     "ingest": (_ingest, "read data.source into data/raw/ (one canonical table)"),
     "prepare": (_prepare, "normalize, filter, deduplicate and split into data/prepared/"),
@@ -130,7 +172,19 @@ STAGES: dict[str, tuple[Callable[[argparse.Namespace, Params], None], str]] = {
     "train": (_train, "train the MLP or the CNN into models/<model>/ (dvclive log in results/)"),
     "baseline": (_baseline, "train the fastText supervised baseline into models/fasttext/"),
     "evaluate": (_evaluate, "score a model on the test split into metrics/<model>.json"),
+    "search": (_search, "queue a random hyperparameter search as DVC experiments"),
+    "leaderboard": (_leaderboard, "rank experiments by validation balanced accuracy"),
 }
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +200,27 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("model", choices=TORCH_MODELS)
         if name == "evaluate":
             stage.add_argument("model", choices=ALL_MODELS)
+        if name == "search":
+            stage.add_argument("--trials", type=_positive, help="default: search.trials")
+            stage.add_argument("--seed", type=int, help="default: search.seed")
+            stage.add_argument("--model", action="append", choices=TORCH_MODELS,
+                               help="model(s) the trials train (repeatable; default: "
+                                    "search.models)")
+            stage.add_argument("--run", action="store_true",
+                               help="start the queue and wait for the trials, with a progress bar")
+            stage.add_argument("--jobs", "-j", type=_positive, default=1,
+                               help="trials at a time with --run (default: %(default)s)")
+            stage.add_argument("--force", action="store_true",
+                               help="queue trials again even if already queued or done")
+            stage.add_argument("--dry-run", action="store_true",
+                               help="print the trials without queueing them")
+        if name == "leaderboard":
+            stage.add_argument("--top", type=_positive, default=10,
+                               help="experiments to show (default: %(default)s)")
+            stage.add_argument("--model", action="append", choices=TORCH_MODELS,
+                               help="rank by this model (repeatable; default: search.models)")
+            stage.add_argument("--apply", action="store_true",
+                               help="dvc exp apply the best experiment into the workspace")
 
     predict = commands.add_parser(
         "predict", help="print the most likely categories of titles",

@@ -8,6 +8,7 @@ names the key, before any stage does work.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -19,6 +20,18 @@ import yaml
 from meli.errors import MeliError
 
 PARAMS_FILE = "params.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-05` (no dot) is a string; DVC writes floats that way
+    (`dvc exp run -S train.weight_decay=0.00001`), so exponent floats are read as numbers too."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def param(default: Any, *, min: float | None = None, max: float | None = None,
@@ -177,6 +190,18 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class SearchParams:
+    """Random hyperparameter search (`meli search`), run through the DVC experiment queue."""
+
+    trials: int = param(12, min=1, max=1000)
+    seed: int = 0
+    models: list[Literal["mlp", "cnn"]] = param(["cnn"], min_items=1)
+    # params key -> one distribution: {choice: [values]}, {uniform: [low, high]},
+    # {loguniform: [low, high]} or {int: [low, high]} (both ends included).
+    space: dict[str, Any] = param({})
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
@@ -187,6 +212,16 @@ class Params:
     cnn: CNNParams = field(default_factory=CNNParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    search: SearchParams = field(default_factory=SearchParams)
+
+    def problem(self) -> str | None:
+        from meli.search import parse_space
+
+        try:
+            parse_space(self.search.space, self)
+        except MeliError as error:
+            return str(error)
+        return None
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -199,7 +234,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     except UnicodeDecodeError:
         raise MeliError(f"{path}: not valid UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -261,6 +296,10 @@ def _convert(value: Any, kind: Any, limits: Any, key: str, source: str) -> Any:
     if origin is Literal:
         if value not in args:
             fail("one of " + ", ".join(repr(arg) for arg in args))
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            fail("a mapping with text keys")
         return value
     if origin is list:
         if not isinstance(value, list):

@@ -1,0 +1,150 @@
+"""`meli leaderboard`: experiments ranked by validation balanced accuracy, from `dvc exp show`.
+
+The test figure is shown beside the validation one but never used to rank: choosing among many
+trials by their test score would make that score optimistic. Failed trials are listed after the
+ranked ones with the last error line of their log; queued and running ones are counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meli.errors import MeliError
+
+BASELINE = "(baseline)"
+
+
+@dataclass
+class Entry:
+    name: str
+    model: str
+    state: str  # success | failed | queued | running
+    validation: float | None = None
+    test: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat = {}
+        for key, inner in value.items():
+            flat |= _flatten(inner, f"{prefix}{key}.")
+        return flat
+    return {prefix[:-1]: value}
+
+
+def _metric(metrics: dict, path: str, *keys: str) -> float | None:
+    value: Any = (metrics.get(path) or {}).get("data")
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _last_error(log: str | None) -> str | None:
+    """The most telling line of a failed run's log: meli's own error line if there is one."""
+    if not log or not Path(log).exists():
+        return None
+    lines = [line.strip() for line in Path(log).read_text(errors="replace").splitlines()
+             if line.strip()]
+    mine = [line for line in lines if line.startswith("meli ") and ": error: " in line]
+    return (mine or lines or [None])[-1]
+
+
+def collect(exp_show: list[dict], models: list[str]) -> list[Entry]:
+    """One entry per (experiment, model) from `dvc exp show --json`, plus the baseline commit."""
+    entries = []
+    for baseline in exp_show:
+        if baseline.get("rev") == "workspace":
+            continue
+        rows = [(BASELINE, baseline.get("data") or {}, {"state": "success"})]
+        for experiment in baseline.get("experiments") or []:
+            revision = (experiment.get("revs") or [{}])[0]
+            rows.append((experiment.get("name") or revision.get("rev", "?")[:7],
+                         revision.get("data") or {}, experiment.get("executor") or {}))
+        for name, data, executor in rows:
+            state = executor.get("state") or "success"
+            params = _flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data")
+                              or {})
+            metrics = data.get("metrics") or {}
+            error = _last_error((executor.get("local") or {}).get("log")) \
+                if state == "failed" else None
+            for model in models:
+                entries.append(Entry(
+                    name=name, model=model, state=state,
+                    validation=_metric(metrics, f"results/train/{model}/metrics.json",
+                                       "best", "validation_balanced_accuracy"),
+                    test=_metric(metrics, f"metrics/{model}.json", "test", "balanced_accuracy"),
+                    params=params, error=error))
+    return entries
+
+
+def rank(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """(ranked successes, failures, still queued or running)."""
+    done = [e for e in entries if e.state == "success" and e.validation is not None]
+    done.sort(key=lambda e: (-e.validation, e.name, e.model))  # type: ignore[operator]
+    failed = [e for e in entries if e.state == "failed"]
+    pending = [e for e in entries if e.state in ("queued", "running")]
+    return done, failed, pending
+
+
+def differing_keys(entries: list[Entry]) -> list[str]:
+    """Params keys whose value is not the same in every entry (the search section aside)."""
+    keys = sorted({key for entry in entries for key in entry.params})
+    return [key for key in keys if not key.startswith("search.")
+            and len({json.dumps(entry.params.get(key), sort_keys=True) for entry in entries}) > 1]
+
+
+def format_table(done: list[Entry], failed: list[Entry], pending: list[Entry], top: int) -> str:
+    shown = done[:top]
+    keys = differing_keys(shown + failed)
+    header = ["rank", "experiment", "model", "validation", "test", *keys]
+    rows = [[str(i), e.name, e.model, f"{e.validation:.4f}",
+             "-" if e.test is None else f"{e.test:.4f}",
+             *[_short(e.params.get(k)) for k in keys]] for i, e in enumerate(shown, start=1)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows,
+                                                                        strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             .rstrip() for row in [header, *rows]]
+    lines[0:0] = ["balanced accuracy on validation (ranks) and test (shown only)"]
+    seen_failures = set()
+    for entry in failed:
+        if entry.name not in seen_failures:
+            seen_failures.add(entry.name)
+            lines.append(f"FAILED  {entry.name}: {entry.error or 'see `dvc queue logs`'}")
+    if pending:
+        names = sorted({e.name for e in pending})
+        lines.append(f"{len(names)} trial(s) queued or running: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def leaderboard(models: list[str], top: int) -> tuple[str, list[Entry]]:
+    from meli.search import dvc
+
+    shown = json.loads(dvc("exp", "show", "--json", "--no-fetch").stdout or "[]")
+    done, failed, pending = rank(collect(shown, models))
+    if not done and not failed and not pending:
+        raise MeliError("no experiments yet: run `meli search` and `dvc queue start`, or "
+                        "`dvc exp run`")
+    return format_table(done, failed, pending, top), done
+
+
+def apply_best(done: list[Entry]) -> str:
+    from meli.search import dvc
+
+    if not done or all(entry.name == BASELINE for entry in done):
+        raise MeliError("no successful experiment to apply")
+    best = done[0]
+    if best.name == BASELINE:
+        raise MeliError("the last commit's params are already the best: nothing to apply")
+    dvc("exp", "apply", best.name)
+    return best.name
