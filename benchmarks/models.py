@@ -1,0 +1,89 @@
+"""The whole pipeline on the real MeLi sample with the default params: time, accuracy, throughput.
+
+    python benchmarks/models.py [--sample PATH] [--keep DIR]
+
+Builds a temporary git + DVC repository of this project with `data.source` pointing at the real
+sample, runs every stage with `dvc repro -s <stage>` in pipeline order (timing each), then prints
+the test balanced accuracy of the MLP, the CNN and the fastText baseline, each model's training
+throughput, and prediction throughput through the same code as `meli predict`.
+Targets: best model >= 0.93, MLP >= 0.91, both above fastText; whole pipeline <= 5 minutes on
+2 CPU cores; MLP prediction >= 20,000 titles/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from dvc_repo import REAL_SAMPLE, dvc, make_repo  # noqa: E402
+
+from meli.bundle import load_classifier  # noqa: E402
+
+STAGES = ("ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn", "baseline",
+          "evaluate@mlp", "evaluate@cnn", "evaluate@fasttext")
+MODELS = ("mlp", "cnn", "fasttext")
+
+
+def prediction_speed(repo: Path, model: str, titles: list[str]) -> float:
+    classifier = load_classifier(repo / "models" / model)
+    classifier.predict(titles[:1000])  # warm up
+    started = time.perf_counter()
+    classifier.predict(titles)
+    return len(titles) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sample", type=Path, default=REAL_SAMPLE)
+    parser.add_argument("--keep", type=Path, help="build the repository here and keep it")
+    args = parser.parse_args()
+    if not args.sample.exists():
+        raise SystemExit(f"{args.sample}: real sample not found (see ../shared/data/README.md)")
+    with tempfile.TemporaryDirectory(prefix="meli-models-") as scratch:
+        repo = make_repo(args.keep or Path(scratch) / "repo",
+                         {"data": {"source": str(args.sample.resolve())}})
+        seconds: dict[str, float] = {}
+        throughput: dict[str, float] = {}
+        started = time.perf_counter()
+        for stage in STAGES:
+            stage_started = time.perf_counter()
+            result = dvc(repo, "repro", "-s", stage)
+            seconds[stage] = time.perf_counter() - stage_started
+            found = re.search(r"([0-9]+) titles/s while training", result.stderr + result.stdout)
+            if found:
+                throughput[stage.split("@")[1]] = float(found.group(1))
+            print(f"{stage:<18} {seconds[stage]:7.1f} s", flush=True)
+        total = time.perf_counter() - started
+        print(f"{'whole pipeline':<18} {total:7.1f} s (target <= 300 s)")
+
+        titles = pq.read_table(repo / "data/raw/titles.parquet", columns=["title"])
+        titles = titles.column("title").to_pylist()
+        print(f"\n{'model':<9} {'validation':>10} {'test':>8} {'train titles/s':>15} "
+              f"{'predict titles/s':>17}")
+        test = {}
+        for model in MODELS:
+            summary = json.loads((repo / f"results/train/{model}/metrics.json").read_text())
+            metrics = json.loads((repo / f"metrics/{model}.json").read_text())
+            test[model] = metrics["test"]["balanced_accuracy"]
+            speed = prediction_speed(repo, model, titles)
+            trained = f"{throughput[model]:,.0f}" if model in throughput else "-"
+            print(f"{model:<9} {summary['best']['validation_balanced_accuracy']:>10.4f} "
+                  f"{test[model]:>8.4f} {trained:>15} {speed:>17,.0f}")
+        best = max(test["mlp"], test["cnn"])
+        print(f"\nbest test balanced accuracy {best:.4f} (target >= 0.93); MLP {test['mlp']:.4f} "
+              f"(target >= 0.91); fastText {test['fasttext']:.4f} "
+              f"({'below' if min(test['mlp'], test['cnn']) > test['fasttext'] else 'NOT below'}"
+              f" both)")
+
+
+if __name__ == "__main__":
+    main()
