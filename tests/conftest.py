@@ -5,12 +5,26 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meli.ingest import ingest
-from meli.params import DataParams
+from meli.params import (
+    BaselineParams,
+    CNNParams,
+    DataParams,
+    EmbeddingsParams,
+    FeaturizeParams,
+    MLPParams,
+    PrepareParams,
+    TrainParams,
+)
+
+if TYPE_CHECKING:
+    from meli.train import TrainResult
 
 
 def make_rows(counts: dict[str, int], language: str = "spanish", quality: str = "reliable",
@@ -61,3 +75,88 @@ def ingest_rows(tmp_path: Path, write_jsonl) -> Callable[..., Path]:
         return raw
 
     return run
+
+
+# A small pipeline run once per session (models, train, evaluate and predict tests share it):
+# 2,000 synthetic titles through ingest, prepare, featurize and 16-dimensional embeddings, laid
+# out like the repository (data/..., models/embeddings) so the CLI can run in a copy of it.
+SAMPLE_ROWS = 2_000
+# One thread: tiny models gain nothing from more, and a busy 2-core machine makes two slow.
+FAST_TRAIN = dict(epochs=3, batch_size=64, threads=1, patience=10)
+
+
+@dataclass(frozen=True)
+class SmallPipeline:
+    root: Path
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "data" / "features"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "models" / "embeddings"
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> SmallPipeline:
+    from meli.embeddings import build_embeddings
+    from meli.featurize import featurize
+    from meli.prepare import prepare
+
+    root = tmp_path_factory.mktemp("pipeline")
+    small = SmallPipeline(root)
+    ingest(DataParams(source="sample", sample_rows=SAMPLE_ROWS, sample_seed=7), root / "data/raw")
+    prepare(PrepareParams(min_examples=5), root / "data/raw", small.prepared,
+            root / "metrics" / "data.json")
+    featurize(FeaturizeParams(max_length=16), small.prepared, small.features,
+              root / "metrics" / "features.json")
+    build_embeddings(EmbeddingsParams(dim=16, epochs=2, buckets=1_000, threads=1),
+                     small.prepared, small.features, small.embeddings)
+    return small
+
+
+@pytest.fixture(scope="session")
+def train_model(pipeline) -> Callable[..., tuple[TrainResult, Path, Path]]:
+    """Train on the small pipeline: (result, bundle directory, dvclive directory).
+
+    Keyword arguments override the fast TrainParams; `model` replaces the small model params.
+    """
+    from meli.train import train
+
+    def run(architecture: str, output: Path, model: MLPParams | CNNParams | None = None,
+            **overrides) -> tuple[TrainResult, Path, Path]:
+        if model is None:
+            model = (MLPParams(hidden_sizes=[32], dropout=0.1) if architecture == "mlp"
+                     else CNNParams(filters=16, kernel_sizes=[1, 2, 3], dropout=0.1))
+        bundle_dir = output / "models" / architecture
+        live_dir = output / "results" / "train" / architecture
+        result = train(architecture, TrainParams(**(FAST_TRAIN | overrides)), model,
+                       pipeline.features, pipeline.embeddings, pipeline.prepared, bundle_dir,
+                       live_dir)
+        return result, bundle_dir, live_dir
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def mlp_bundle(pipeline, train_model) -> Path:
+    """An MLP trained long enough to be useful (models/mlp of the small pipeline)."""
+    _, bundle_dir, _ = train_model("mlp", pipeline.root, MLPParams(hidden_sizes=[64], dropout=0.1),
+                                   epochs=15, learning_rate=0.01, patience=100)
+    return bundle_dir
+
+
+@pytest.fixture(scope="session")
+def fasttext_bundle(pipeline) -> Path:
+    """The fastText baseline of the small pipeline (models/fasttext)."""
+    from meli.baseline import train_baseline
+
+    bundle_dir = pipeline.root / "models" / "fasttext"
+    train_baseline(BaselineParams(epochs=20, dim=16, word_ngrams=1, buckets=1_000),
+                   pipeline.prepared, bundle_dir, pipeline.root / "results/train/fasttext")
+    return bundle_dir

@@ -37,6 +37,7 @@ VOCAB_FILE = "vocab.txt"
 LABELS_FILE = "labels.json"
 NORMALIZATION_FILE = "normalization.json"
 TORCH_ARCHITECTURES = ("mlp", "cnn")
+FASTTEXT_PROBABILITY_OFFSET = 1e-5  # what fastText adds to each probability before its log
 
 
 def write_torch_bundle(directory: str | Path, *, architecture: str, model_config: dict[str, Any],
@@ -62,7 +63,10 @@ def write_fasttext_bundle(directory: str | Path, *, model: Any, labels: list[str
                           normalization: dict[str, Any], details: dict[str, Any]) -> None:
     with atomic_directory(directory) as partial:
         model.save_model(str(partial / FASTTEXT_FILE))
-        _write_common(partial, labels, normalization, {"architecture": "fasttext", **details})
+        # fastText loads a truncated model.bin without complaint: the size lets loading check.
+        size = (partial / FASTTEXT_FILE).stat().st_size
+        _write_common(partial, labels, normalization,
+                      {"architecture": "fasttext", "model_bytes": size, **details})
 
 
 def _write_common(directory: Path, labels: list[str], normalization: dict[str, Any],
@@ -116,14 +120,14 @@ class TorchClassifier(Classifier):
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         except Exception as error:  # an unpickling or zip error: the file is damaged or foreign
             raise MeliError(f"{directory / WEIGHTS_FILE}: cannot load weights: "
-                            f"{str(error).splitlines()[0]}") from None
+                            f"{_first_line(error)}") from None
         vectors = torch.zeros(config["vocabulary_size"], config["embedding_dim"])
         self.model = build_model(config["architecture"], config["model"], vectors, len(labels))
         try:
             self.model.load_state_dict(state)
         except RuntimeError as error:
             raise MeliError(f"{directory / WEIGHTS_FILE}: weights do not match config.json: "
-                            f"{str(error).splitlines()[0]}") from None
+                            f"{_first_line(error)}") from None
         if len(self.vocabulary) != config["vocabulary_size"]:
             raise MeliError(f"{directory / VOCAB_FILE}: {len(self.vocabulary)} tokens, "
                             f"config.json says {config['vocabulary_size']}")
@@ -141,10 +145,16 @@ class FastTextClassifier(Classifier):
         super().__init__(directory, config, labels, normalization)
         import fasttext
 
+        path = directory / FASTTEXT_FILE
+        expected = config.get("model_bytes")
+        if expected is not None and path.is_file() and path.stat().st_size != expected:
+            raise MeliError(f"{path}: {path.stat().st_size} bytes where config.json says "
+                            f"{expected}: the file is damaged or incomplete")
         try:
-            self.model = fasttext.load_model(str(directory / FASTTEXT_FILE))
-        except ValueError as error:
-            raise MeliError(f"{directory / FASTTEXT_FILE}: cannot load: {error}") from None
+            self.model = fasttext.load_model(str(path))
+        except (ValueError, RuntimeError, MemoryError) as error:
+            # A damaged file can also make fastText's reader allocate garbage sizes (bad_alloc).
+            raise MeliError(f"{path}: cannot load: {_first_line(error)}") from None
         # The baseline trains on "__label__<class id>": category names may contain spaces.
         self.index = {f"__label__{i}": i for i in range(len(labels))}
 
@@ -156,8 +166,15 @@ class FastTextClassifier(Classifier):
             names, values = self.model.predict(texts[start:start + batch_size], k=-1)
             for row, (row_names, row_values) in enumerate(zip(names, values, strict=True)):
                 columns = [self.index[name] for name in row_names]
-                result[start + row, columns] = row_values
+                # fastText reports exp(log(p + 1e-5)): without the offset rows sum to 1.
+                result[start + row, columns] = np.maximum(
+                    np.asarray(row_values) - FASTTEXT_PROBABILITY_OFFSET, 0.0)
         return result
+
+
+def _first_line(error: BaseException) -> str:
+    # An empty weights file raises an error with no message at all.
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @torch.inference_mode()

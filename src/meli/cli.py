@@ -102,6 +102,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     if args.input is None and not args.titles:
         raise MeliError("give titles to classify, or --input FILE (- for stdin)")
+    if args.input is not None and args.titles:
+        raise MeliError("give titles on the command line or --input FILE, not both")
     if args.top_k < 1:
         raise MeliError(f"--top-k must be at least 1, got {args.top_k}")
     titles = read_titles(args.input) if args.input else [t for t in args.titles]

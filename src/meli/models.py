@@ -16,8 +16,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 def _embedding(vectors: torch.Tensor, freeze: bool) -> nn.Embedding:
-    # padding_idx keeps the padding vector at zero and out of the gradient.
-    return nn.Embedding.from_pretrained(vectors, freeze=freeze, padding_idx=PAD)
+    # padding_idx keeps the padding vector at zero and out of the gradient. A copy, since
+    # from_pretrained would otherwise fine-tune the caller's matrix in place.
+    return nn.Embedding.from_pretrained(vectors.clone(), freeze=freeze, padding_idx=PAD)
 
 
 class MLPClassifier(nn.Module):

@@ -1,0 +1,166 @@
+"""evaluate and meli.metrics: test-split figures that match a recomputation from the bundle, the
+per-class recall and confusion plot files, and the metrics against scikit-learn's."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    recall_score,
+)
+
+from meli import metrics
+from meli.bundle import load_classifier
+from meli.errors import MeliError
+from meli.evaluate import CONFUSION_FILE, RECALL_FILE, evaluate, most_confused_pairs
+from meli.files import read_json, write_json
+from meli.params import EvaluateParams
+
+CONFUSED_PAIRS = 3
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as lines:
+        return list(csv.DictReader(lines))
+
+
+@pytest.fixture(scope="module", params=["mlp", "fasttext"])
+def evaluated(request, pipeline, tmp_path_factory):
+    """(bundle, output directory, true test labels, the bundle's own test predictions)."""
+    bundle_dir = request.getfixturevalue(f"{request.param}_bundle")
+    out = tmp_path_factory.mktemp(f"evaluate-{request.param}")
+    result = evaluate(EvaluateParams(confused_pairs=CONFUSED_PAIRS, batch_size=50), bundle_dir,
+                      pipeline.prepared, out / "metrics.json", out / "plots")
+    test = pq.read_table(pipeline.prepared / "test.parquet", columns=["title", "label"])
+    true = test.column("label").to_numpy().astype(np.int64)
+    predicted = load_classifier(bundle_dir).predict(test.column("title").to_pylist())
+    return bundle_dir, out, true, predicted, result
+
+
+def test_metrics_file_matches_a_recomputation_from_the_bundle(evaluated):
+    bundle_dir, out, true, predicted, result = evaluated
+    classes = len(read_json(bundle_dir / "labels.json"))
+    expected = {
+        "balanced_accuracy": metrics.balanced_accuracy(true, predicted, classes),
+        "accuracy": metrics.accuracy(true, predicted),
+        "macro_f1": metrics.macro_f1(true, predicted, classes),
+    }
+    written = read_json(out / "metrics.json")
+    assert set(written) == {"test"}
+    assert set(written["test"]) == {*expected, "rows"}
+    assert written["test"]["rows"] == len(true) == result.rows
+    for name, value in expected.items():
+        assert written["test"][name] == pytest.approx(value, abs=1e-6), name
+        assert getattr(result, name) == pytest.approx(value, abs=1e-12), name
+    # The model has learned something, and makes mistakes for the confusion plot to show.
+    assert 2 / classes < expected["balanced_accuracy"] < 1
+
+
+def test_per_class_recall_is_sorted_worst_first_with_the_test_support(evaluated):
+    bundle_dir, out, true, predicted, _ = evaluated
+    labels = read_json(bundle_dir / "labels.json")
+    rows = read_csv(out / "plots" / RECALL_FILE)
+    assert list(rows[0]) == ["category", "recall", "support"]
+    recalls = [float(row["recall"]) for row in rows]
+    assert recalls == sorted(recalls)
+    assert sum(int(row["support"]) for row in rows) == len(true)
+    # One row per category present in the test split, with its own recall and support.
+    support = Counter(labels[i] for i in true)
+    assert {row["category"] for row in rows} == set(support)
+    recall = metrics.recall_per_class(true, predicted, len(labels))
+    for row in rows:
+        index = labels.index(row["category"])
+        assert int(row["support"]) == support[row["category"]]
+        assert float(row["recall"]) == pytest.approx(recall[index], abs=5e-5)
+
+
+def test_confusion_rows_are_those_among_the_most_confused_categories(evaluated):
+    bundle_dir, out, true, predicted, _ = evaluated
+    labels = read_json(bundle_dir / "labels.json")
+    pairs = most_confused_pairs(true, predicted, CONFUSED_PAIRS)
+    assert pairs, "the model makes no mistakes: nothing to check"
+    involved = {labels[c] for (actual, guess), _ in pairs for c in (actual, guess)}
+    rows = read_csv(out / "plots" / CONFUSION_FILE)
+    assert list(rows[0]) == ["actual", "predicted"]
+    assert {row["actual"] for row in rows} | {row["predicted"] for row in rows} <= involved
+    expected = [(labels[a], labels[p]) for a, p in zip(true, predicted, strict=True)
+                if labels[a] in involved and labels[p] in involved]
+    assert Counter((row["actual"], row["predicted"]) for row in rows) == Counter(expected)
+    # The most confused pair itself is in the plot, as many times as it happened.
+    (actual, guess), count = pairs[0]
+    assert Counter((row["actual"], row["predicted"]) for row in rows)[
+        (labels[actual], labels[guess])] == count
+
+
+def test_most_confused_pairs_counts_mistakes_only_and_breaks_ties_by_id():
+    true = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    predicted = np.array([1, 1, 2, 0, 1, 2, 2, 0])
+    # Mistakes: (0, 1) twice; (0, 2), (1, 0), (2, 0) once each; correct rows never count.
+    assert most_confused_pairs(true, predicted, 3) == [((0, 1), 2), ((0, 2), 1), ((1, 0), 1)]
+    assert most_confused_pairs(true, true, 3) == []
+
+
+def test_a_bundle_trained_on_other_categories_is_refused(pipeline, mlp_bundle, tmp_path):
+    bundle_dir = tmp_path / "mlp"
+    shutil.copytree(mlp_bundle, bundle_dir)
+    labels = read_json(bundle_dir / "labels.json")
+    write_json(bundle_dir / "labels.json", [labels[1], labels[0], *labels[2:]])
+    with pytest.raises(MeliError, match="categories differ") as error:
+        evaluate(EvaluateParams(), bundle_dir, pipeline.prepared, tmp_path / "metrics.json",
+                 tmp_path / "plots")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_missing_bundle_is_a_meli_error(pipeline, tmp_path):
+    with pytest.raises(MeliError, match="no model bundle"):
+        evaluate(EvaluateParams(), tmp_path / "nothing", pipeline.prepared,
+                 tmp_path / "metrics.json", tmp_path / "plots")
+
+
+# ---- meli.metrics against scikit-learn ------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_agree_with_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    classes = 12
+    # Classes 3 and 7 never occur in the truth; predictions may still name them.
+    present = np.setdiff1d(np.arange(classes - 2), [3, 7])
+    true = rng.choice(present, size=400)
+    predicted = np.where(rng.random(400) < 0.6, true, rng.integers(0, classes, size=400))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns about classes missing from y_true
+        sk_balanced = balanced_accuracy_score(true, predicted)
+        sk_f1 = f1_score(true, predicted, average="macro",
+                         labels=np.union1d(true, predicted))
+        sk_recall = recall_score(true, predicted, average=None, labels=np.unique(true))
+    assert metrics.balanced_accuracy(true, predicted, classes) == pytest.approx(sk_balanced,
+                                                                                abs=1e-12)
+    assert metrics.macro_f1(true, predicted, classes) == pytest.approx(sk_f1, abs=1e-12)
+    assert metrics.accuracy(true, predicted) == pytest.approx(accuracy_score(true, predicted))
+    recall = metrics.recall_per_class(true, predicted, classes)
+    assert recall.shape == (classes,)
+    assert recall[np.unique(true)] == pytest.approx(sk_recall, abs=1e-12)
+    absent = np.setdiff1d(np.arange(classes), true)
+    assert np.isnan(recall[absent]).all()
+    assert not np.isnan(recall[np.unique(true)]).any()
+
+
+def test_balanced_accuracy_weighs_every_present_class_equally():
+    # 90 rows of class 0 all right, 10 rows of class 1 all wrong: accuracy 0.9, balanced 0.5.
+    true = np.array([0] * 90 + [1] * 10)
+    predicted = np.zeros(100, dtype=np.int64)
+    assert metrics.accuracy(true, predicted) == pytest.approx(0.9)
+    assert metrics.balanced_accuracy(true, predicted, 5) == pytest.approx(0.5)
+    assert np.isnan(metrics.balanced_accuracy(np.array([], dtype=np.int64),
+                                              np.array([], dtype=np.int64), 5))

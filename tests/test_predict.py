@@ -1,0 +1,229 @@
+"""`meli predict`: titles from the command line, a file, a CSV or stdin; damaged bundles; and
+known training titles predicted correctly, for a PyTorch bundle and the fastText one alike."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from meli.bundle import load_classifier
+from meli.cli import main
+from meli.files import read_json
+
+TITLES = [
+    "Zapatillas Nike Air Max Talle 42",
+    'Mesa de luz, madera maciza "nórdica" 2 cajones',
+    "Celular Samsung Galaxy A52 128gb",
+    "qwxz zzkj",  # no known word at all
+]
+K = 3
+CSV_HEADER = ["title", "category", "probability", "category_2", "probability_2", "category_3",
+              "probability_3"]
+
+
+@pytest.fixture(params=["mlp", "fasttext"])
+def model(request) -> Path:
+    """Each test runs with a PyTorch bundle and with the fastText one, through the same CLI."""
+    return request.getfixturevalue(f"{request.param}_bundle")
+
+
+def predict(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop what fixtures printed (training progress bars)
+    code = main(["predict", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def listing(out: str) -> list[tuple[str, list[tuple[str, float]]]]:
+    """The readable output: a title line, then `  12.3%  Category` lines."""
+    parsed: list[tuple[str, list[tuple[str, float]]]] = []
+    for line in out.splitlines():
+        if not line.startswith("  "):
+            parsed.append((line, []))
+            continue
+        percent, category = line.strip().split("%", 1)
+        parsed[-1][1].append((category.strip(), float(percent) / 100))
+    return parsed
+
+
+def predictions_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code == 1
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("meli predict: error: ")
+    return lines[0]
+
+
+def test_titles_on_the_command_line_print_sorted_top_k(capsys, model):
+    code, out, _ = predict(capsys, "--model", str(model), "-k", str(K), *TITLES)
+    assert code == 0
+    parsed = listing(out)
+    assert [title for title, _ in parsed] == TITLES
+    labels = read_json(model / "labels.json")
+    expected = load_classifier(model).top(TITLES, K)
+    for (title, best), reference in zip(parsed, expected, strict=True):
+        assert len(best) == K, title
+        categories = [category for category, _ in best]
+        probabilities = [probability for _, probability in best]
+        assert set(categories) <= set(labels)
+        assert len(set(categories)) == K
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert 0 < sum(probabilities) <= 1 + K * 0.0005  # each printed to 0.1 %
+        assert categories == [category for category, _ in reference]
+        assert probabilities == pytest.approx([p for _, p in reference], abs=0.0005)
+
+
+def test_a_title_of_unknown_words_still_gets_categories(capsys, model):
+    code, out, _ = predict(capsys, "--model", str(model), "qwxz zzkj")
+    assert code == 0
+    [(title, best)] = listing(out)
+    assert title == "qwxz zzkj"
+    assert len(best) == K
+    assert all(0 <= probability <= 1 for _, probability in best)
+
+
+def write_lines(path: Path) -> str:
+    path.write_text("\n".join(TITLES[:2]) + "\n\n  \n" + "\n".join(TITLES[2:]) + "\n",
+                    encoding="utf-8")
+    return str(path)
+
+
+def write_csv(path: Path) -> str:
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "title", "price, in pesos"])
+        for number, title in enumerate(TITLES):
+            writer.writerow([number, title, f"{number},50"])
+    return str(path)
+
+
+@pytest.mark.parametrize("source", ["lines", "csv", "stdin"])
+def test_input_titles_become_a_csv_with_the_same_answers(capsys, monkeypatch, tmp_path, model,
+                                                         source):
+    if source == "lines":
+        where = write_lines(tmp_path / "titles.txt")
+    elif source == "csv":
+        where = write_csv(tmp_path / "titles.csv")
+    else:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(Path(write_csv(tmp_path / "in.csv"))
+                                                      .read_text(encoding="utf-8")))
+        where = "-"
+    code, out, _ = predict(capsys, "--model", str(model), "--input", where)
+    assert code == 0
+    rows = predictions_csv(out)
+    assert rows[0] == CSV_HEADER
+    assert [row[0] for row in rows[1:]] == TITLES
+    for row in rows[1:]:
+        assert len(row) == len(CSV_HEADER)
+        probabilities = [float(value) for value in row[2::2]]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert sum(probabilities) <= 1 + 1e-5
+    # The same top categories as titles given on the command line.
+    _, printed, _ = predict(capsys, "--model", str(model), *TITLES)
+    assert [row[1] for row in rows[1:]] == [best[0][0] for _, best in listing(printed)]
+
+
+def test_output_file_and_top_k(capsys, tmp_path, mlp_bundle):
+    target = tmp_path / "predictions.csv"
+    code, out, _ = predict(capsys, "--model", str(mlp_bundle), "--input",
+                           write_lines(tmp_path / "titles.txt"), "--output", str(target), "-k",
+                           "5")
+    assert code == 0
+    assert out == ""
+    rows = predictions_csv(target.read_text(encoding="utf-8"))
+    assert rows[0][:3] == CSV_HEADER[:3]
+    assert rows[0][-2:] == ["category_5", "probability_5"]
+    assert len(rows) == len(TITLES) + 1
+    assert all(len(row) == 1 + 2 * 5 for row in rows)
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\n", "title,price\n"],
+                         ids=["empty", "blank-lines", "csv-header-only"])
+def test_no_titles_in_the_input_is_one_line_error(capsys, tmp_path, mlp_bundle, content):
+    empty = tmp_path / "titles.txt"
+    empty.write_text(content, encoding="utf-8")
+    code, out, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(empty))
+    assert "no titles to classify" in one_line_error(code, err)
+    assert str(empty) in err
+    assert out == ""
+
+
+def test_a_missing_bundle_is_one_line_error(capsys, tmp_path):
+    code, _, err = predict(capsys, "--model", str(tmp_path / "nowhere"), "mesa de luz")
+    line = one_line_error(code, err)
+    assert str(tmp_path / "nowhere") in line
+    assert "no model bundle" in line
+
+
+def copy_of(bundle_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / bundle_dir.name
+    shutil.copytree(bundle_dir, copy)
+    return copy
+
+
+def test_a_bundle_of_another_format_version_is_one_line_error(capsys, tmp_path, model):
+    bundle_dir = copy_of(model, tmp_path)
+    config = read_json(bundle_dir / "config.json")
+    (bundle_dir / "config.json").write_text(json.dumps(config | {"format_version": 999}))
+    code, _, err = predict(capsys, "--model", str(bundle_dir), "mesa de luz")
+    line = one_line_error(code, err)
+    assert str(bundle_dir) in line
+    assert "999" in line
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "emptied"])
+def test_damaged_weights_are_one_line_error(capsys, tmp_path, model, damage):
+    bundle_dir = copy_of(model, tmp_path)
+    name = "model.bin" if (bundle_dir / "model.bin").exists() else "weights.pt"
+    weights = bundle_dir / name
+    if damage == "deleted":
+        weights.unlink()
+    else:
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    code, out, err = predict(capsys, "--model", str(bundle_dir), "mesa de luz")
+    assert str(weights) in one_line_error(code, err)
+    assert out == ""
+
+
+def test_known_training_titles_get_their_own_category(capsys, tmp_path, pipeline, model):
+    train = pq.read_table(pipeline.prepared / "train.parquet", columns=["title", "category"])
+    # 50 titles spread over the whole split, so that many categories are asked about.
+    picked = train.take(list(range(0, len(train), len(train) // 50))[:50]).to_pylist()
+    assert len({row["category"] for row in picked}) >= 20
+    source = tmp_path / "known.txt"
+    source.write_text("".join(row["title"] + "\n" for row in picked), encoding="utf-8")
+    code, out, _ = predict(capsys, "--model", str(model), "--input", str(source), "-k", "1")
+    assert code == 0
+    rows = predictions_csv(out)[1:]
+    assert [row[0] for row in rows] == [row["title"] for row in picked]
+    right = sum(row[1] == known["category"] for row, known in zip(rows, picked, strict=True))
+    assert right >= 40, f"{right} of 50 training titles predicted right"
+
+
+def test_the_console_script(tmp_path, mlp_bundle, capsys):
+    script = Path(sys.executable).parent / "meli"
+    result = subprocess.run([str(script), "predict", "--model", str(mlp_bundle), *TITLES[:2]],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    _, in_process, _ = predict(capsys, "--model", str(mlp_bundle), *TITLES[:2])
+    assert result.stdout == in_process
+    assert [len(best) for _, best in listing(result.stdout)] == [K, K]
+
+    failed = subprocess.run([str(script), "predict", "--model", str(tmp_path / "nowhere"),
+                             "mesa"], capture_output=True, text=True, timeout=120)
+    assert "no model bundle" in one_line_error(failed.returncode, failed.stderr)
