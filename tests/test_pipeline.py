@@ -7,13 +7,17 @@ minute; what is checked is DVC's view of it (stages, lock, metrics, plots, exper
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from dvc_repo import REAL_SAMPLE, SMALL, dvc, make_repo, run, workspace_metrics
+from dvc_repo import REAL_SAMPLE, SMALL, dvc, environment, make_repo, run, workspace_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +115,28 @@ def test_real_sample_through_exp_run(tmp_path):
     assert source["source"] == str(REAL_SAMPLE)
     again = dvc(repo, "repro", "featurize")
     assert "Running stage" not in again.stdout
+
+
+def test_a_killed_training_leaves_no_bundle_and_repro_completes(reproduced):
+    weights = (reproduced / "models/mlp/weights.pt").read_bytes()
+    command = [sys.executable, "-m", "dvc", "repro", "-f", "-s", "train@mlp"]
+    process = subprocess.Popen(command, cwd=reproduced, env=environment(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    plots = reproduced / "results/train/mlp/plots/metrics/train/loss.tsv"
+    deadline = time.time() + 120
+    # Kill DVC and the training under it once the first epoch is logged, before the bundle.
+    while not plots.exists() and process.poll() is None:
+        assert time.time() < deadline, "training never logged an epoch"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    bundle = reproduced / "models/mlp"
+    assert not bundle.exists() or (bundle / "weights.pt").read_bytes() == weights
+    status = dvc(reproduced, "status").stdout
+    assert "train@mlp" in status
+    again = dvc(reproduced, "repro")
+    assert "Running stage 'train@mlp'" in again.stdout
+    # Same seed, same params: the retrained bundle is the one the killed run was replacing.
+    assert (bundle / "weights.pt").read_bytes() == weights
+    assert "up to date" in dvc(reproduced, "status").stdout

@@ -166,6 +166,14 @@ def _leaderboard(args: argparse.Namespace, params: Params) -> None:
         log.info("leaderboard: applied %s to the workspace (dvc exp apply)", apply_best(done))
 
 
+def _pull(args: argparse.Namespace) -> None:
+    from meli.remote import pull
+
+    result = pull(args.remote, args.jobs)
+    log.info("pull: %d objects in place, %d downloaded and verified; workspace checked out",
+             result.objects, result.downloaded)
+
+
 STAGES: dict[str, tuple[Callable[[argparse.Namespace, Params], None], str]] = {
     "ingest": (_ingest, "read data.source into data/raw/ (one canonical table)"),
     "prepare": (_prepare, "normalize, filter, deduplicate and split into data/prepared/"),
@@ -235,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", metavar="FILE", help="CSV to write (default: stdout)")
     predict.add_argument("-k", "--top-k", type=int, default=3,
                          help="categories per title (default: %(default)s)")
+
+    pull = commands.add_parser(
+        "pull", help="dvc pull, but check out only if every object arrived intact",
+        description="Fetch the outputs dvc.lock names, verify every downloaded object's hash, "
+                    "and check them out only when all are intact (else change nothing).")
+    pull.add_argument("-r", "--remote", help="DVC remote (default: the default remote)")
+    pull.add_argument("-j", "--jobs", type=_positive, help="parallel downloads")
     return parser
 
 
@@ -244,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "predict":
             _predict(args)
+        elif args.command == "pull":
+            _pull(args)
         else:
             run, _ = STAGES[args.command]
             run(args, load_params(args.params))

@@ -129,6 +129,8 @@ class TrainParams:
     label_smoothing: float = param(0.1, min=0.0, max=0.5)
     # balanced: loss weights 1/frequency; sqrt: 1/sqrt(frequency); none.
     class_weighting: Literal["none", "balanced", "sqrt"] = "none"
+    # Share of known words replaced by the unknown-word id in each training batch.
+    word_dropout: float = param(0.0, min=0.0, max=0.5)
     # Epochs without a better validation balanced accuracy before training stops.
     patience: int = param(4, min=1)
     freeze_embeddings: bool = False
@@ -164,10 +166,10 @@ class CNNParams:
 class BaselineParams:
     """fastText's supervised classifier, the reference the PyTorch models must beat."""
 
-    epochs: int = param(50, min=1, max=1000)
+    epochs: int = param(30, min=1, max=1000)
     learning_rate: float = param(0.5, min=0.0, max=5.0, min_exclusive=True)
     dim: int = param(100, min=2, max=1024)
-    word_ngrams: int = param(2, min=1, max=5)
+    word_ngrams: int = param(1, min=1, max=5)
     min_ngram: int = param(0, min=0, max=20)
     max_ngram: int = param(0, min=0, max=20)
     min_count: int = param(1, min=1)
