@@ -118,10 +118,10 @@ class EmbeddingsParams:
 class TrainParams:
     """Shared by both PyTorch models (train@mlp and train@cnn)."""
 
-    epochs: int = param(12, min=1, max=1000)
-    batch_size: int = param(64, min=1, max=65_536)
+    epochs: int = param(10, min=1, max=1000)
+    batch_size: int = param(128, min=1, max=65_536)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    learning_rate: float = param(0.002, min=0.0, max=10.0, min_exclusive=True)
+    learning_rate: float = param(0.004, min=0.0, max=10.0, min_exclusive=True)
     # onecycle: linear warm-up then cosine decay to zero; cosine: decay only; constant.
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup_fraction: float = param(0.1, min=0.0, max=0.5)
@@ -129,8 +129,6 @@ class TrainParams:
     label_smoothing: float = param(0.1, min=0.0, max=0.5)
     # balanced: loss weights 1/frequency; sqrt: 1/sqrt(frequency); none.
     class_weighting: Literal["none", "balanced", "sqrt"] = "none"
-    # Share of known words replaced by the unknown-word id in each training batch.
-    word_dropout: float = param(0.0, min=0.0, max=0.5)
     # Epochs without a better validation balanced accuracy before training stops.
     patience: int = param(4, min=1)
     freeze_embeddings: bool = False
@@ -143,6 +141,8 @@ class MLPParams:
     hidden_sizes: list[int] = param([512], min_items=0)
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     dropout: float = param(0.3, min=0.0, max=0.9)
+    # Share of known words replaced by the unknown-word id in each training batch.
+    word_dropout: float = param(0.0, min=0.0, max=0.5)
 
     def problem(self) -> str | None:
         if any(size < 1 for size in self.hidden_sizes):
@@ -155,6 +155,7 @@ class CNNParams:
     filters: int = param(256, min=1, max=4096)
     kernel_sizes: list[int] = param([1, 2, 3], min_items=1)
     dropout: float = param(0.3, min=0.0, max=0.9)
+    word_dropout: float = param(0.1, min=0.0, max=0.5)
 
     def problem(self) -> str | None:
         if any(size < 1 for size in self.kernel_sizes):

@@ -76,7 +76,9 @@ def seed_everything(seed: int, threads: int) -> None:
 
 def model_config(architecture: str, model_params: MLPParams | CNNParams,
                  freeze_embeddings: bool) -> dict:
+    """The model's constructor arguments (word dropout is part of training, not the model)."""
     config = to_dict(model_params)
+    del config["word_dropout"]
     config["freeze_embeddings"] = freeze_embeddings
     return config
 
@@ -203,7 +205,7 @@ def train(architecture: str, params: TrainParams, model_params: MLPParams | CNNP
             train_loss = train_epoch(model, train_split, loss_function, optimizer, scheduler,
                                      params.batch_size, generator,
                                      f"{architecture} epoch {epoch}/{params.epochs}",
-                                     params.word_dropout)
+                                     model_params.word_dropout)
             train_seconds += time.perf_counter() - started
             loss, balanced, accuracy = evaluate(model, validation, loss_function, len(labels))
             result = EpochResult(train_loss, loss, balanced, accuracy, learning_rate,
