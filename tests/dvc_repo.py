@@ -49,7 +49,8 @@ def dvc(repo: Path, *arguments: str, check: bool = True) -> subprocess.Completed
 
 def merge(base: dict, changes: dict) -> dict:
     for key, value in changes.items():
-        if isinstance(value, dict):
+        # search.space maps params keys to distributions: a new space replaces the old one.
+        if isinstance(value, dict) and key != "space":
             merge(base.setdefault(key, {}), value)
         else:
             base[key] = value

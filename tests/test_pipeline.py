@@ -124,9 +124,11 @@ def test_a_killed_training_leaves_no_bundle_and_repro_completes(reproduced):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     plots = reproduced / "results/train/mlp/plots/metrics/train/loss.tsv"
+    previous = plots.stat().st_mtime_ns
     deadline = time.time() + 120
-    # Kill DVC and the training under it once the first epoch is logged, before the bundle.
-    while not plots.exists() and process.poll() is None:
+    # Kill DVC and the training under it once the new run logged an epoch, before the bundle.
+    while (not plots.exists() or plots.stat().st_mtime_ns == previous) \
+            and process.poll() is None:
         assert time.time() < deadline, "training never logged an epoch"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
