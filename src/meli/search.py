@@ -235,8 +235,11 @@ def queue(trials: Sequence[Trial], models: Sequence[str], force: bool = False) -
     return queued
 
 
-def run_queue(jobs: int, names: Sequence[str], poll_seconds: float = 2.0) -> dict[str, str]:
-    """Start the queue's workers and wait for `names` to finish, with a progress bar."""
+def run_queue(jobs: int, names: Sequence[str], poll_seconds: float = 5.0) -> dict[str, str]:
+    """Start the queue's workers and wait for `names` to finish, with a progress bar.
+
+    Each `dvc queue status` costs about a CPU-second, taken from the trials: poll sparingly.
+    """
     from tqdm import tqdm
 
     dvc("queue", "start", "-j", str(jobs))
