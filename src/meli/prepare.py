@@ -120,7 +120,8 @@ class _Rows:
 
     def add(self, batch: pa.Table) -> None:
         categories = batch.column("category")
-        # The unit separator cannot occur in a title, so (title, category) pairs map one-to-one.
+        # Joined by the unit separator, a control character that real titles and categories do
+        # not hold, so that distinct (title, category) pairs give distinct keys.
         keys = pc.binary_join_element_wise(batch.column("title"), categories, "\x1f")
         # categorize=False: factorizing first would only pay off with many repeated keys.
         self.hashes.append(pd.util.hash_array(keys.to_numpy(zero_copy_only=False),
