@@ -56,6 +56,11 @@ class Vocabulary:
         Unknown words get UNKNOWN; a text with no words at all gets one UNKNOWN, so that every
         row has at least one real position for the models to pool over.
         """
+        return self.encode_with_lengths(texts, max_length)[0]
+
+    def encode_with_lengths(self, texts: pa.Array | pa.ChunkedArray,
+                            max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`encode`, plus each text's number of words before truncation."""
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         lists = pc.utf8_split_whitespace(pc.fill_null(texts, ""))
@@ -70,7 +75,7 @@ class Vocabulary:
         encoded = np.zeros((len(texts), max_length), dtype=np.int32)
         encoded[rows[inside], position[inside]] = ids[inside]
         encoded[lengths == 0, 0] = UNKNOWN
-        return encoded
+        return encoded, lengths
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text("\n".join(self.tokens) + "\n", encoding="utf-8")
@@ -139,12 +144,11 @@ def _encode_split(vocabulary: Vocabulary, max_length: int, source: Path, directo
                                        dtype=np.int32, shape=(total,))
     words = unknown = truncated = start = 0
     for batch in table.iter_batches(BATCH_ROWS, columns=["text", "label"]):
-        encoded = vocabulary.encode(batch.column("text"), max_length)
+        encoded, lengths = vocabulary.encode_with_lengths(batch.column("text"), max_length)
         end = start + len(encoded)
         tokens[start:end] = encoded
         labels[start:end] = batch.column("label").to_numpy()
-        lengths = pc.list_value_length(pc.utf8_split_whitespace(batch.column("text")))
-        truncated += pc.sum(pc.greater(lengths, max_length)).as_py() or 0
+        truncated += int(np.count_nonzero(lengths > max_length))
         words += int(np.count_nonzero(encoded))
         unknown += int(np.count_nonzero(encoded == UNKNOWN))
         start = end

@@ -213,12 +213,7 @@ def existing_experiments() -> set[str]:
         for experiment in baseline.get("experiments") or []:
             if experiment.get("name"):
                 names.add(experiment["name"])
-    status = dvc("queue", "status", check=False).stdout
-    for line in status.splitlines()[1:]:
-        columns = line.split()
-        if len(columns) >= 2:
-            names.add(columns[1])
-    return names
+    return names | set(queue_states())
 
 
 def queue(trials: Sequence[Trial], models: Sequence[str], force: bool = False) -> list[Trial]:
