@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from dvc_repo import REAL_SAMPLE, dvc, make_repo  # noqa: E402
 
-from meli.bundle import load_classifier  # noqa: E402
+from meli.classify import load_classifier  # noqa: E402
 
 STAGES = ("ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn", "baseline",
           "evaluate@mlp", "evaluate@cnn", "evaluate@fasttext")

@@ -53,10 +53,9 @@ def build_repeated(sample: Path, rows: int, target: Path) -> None:
 # (about half a second) is not throughput.
 _DRIVER = """
 import importlib, json, sys, time
-from meli.cli import main
-importlib.import_module("meli." + sys.argv[1])
+stage = importlib.import_module("meli.stages." + sys.argv[1])
 started = time.perf_counter()
-code = main([sys.argv[1]])
+code = stage.main([])
 print(json.dumps({"seconds": time.perf_counter() - started}))
 sys.exit(code)
 """

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from dvc_repo import REAL_SAMPLE, dvc, make_repo, run  # noqa: E402
 
-from meli.leaderboard import BASELINE, collect, rank  # noqa: E402
+from meli.experiments.leaderboard import BASELINE, collect, rank  # noqa: E402
 
 
 def main() -> None:

@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from meli.ingest import ingest
+from meli.models.cnn import CNNParams
+from meli.models.mlp import MLPParams
 from meli.params import (
     BaselineParams,
-    CNNParams,
     DataParams,
     EmbeddingsParams,
     FeaturizeParams,
-    MLPParams,
     PrepareParams,
     TrainParams,
 )
+from meli.stages.ingest import ingest
 
 if TYPE_CHECKING:
-    from meli.train import TrainResult
+    from meli.stages.train import TrainResult
 
 
 def make_rows(counts: dict[str, int], language: str = "spanish", quality: str = "reliable",
@@ -104,9 +104,9 @@ class SmallPipeline:
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> SmallPipeline:
-    from meli.embeddings import build_embeddings
-    from meli.featurize import featurize
-    from meli.prepare import prepare
+    from meli.stages.embeddings import build_embeddings
+    from meli.stages.featurize import featurize
+    from meli.stages.prepare import prepare
 
     root = tmp_path_factory.mktemp("pipeline")
     small = SmallPipeline(root)
@@ -126,7 +126,7 @@ def train_model(pipeline) -> Callable[..., tuple[TrainResult, Path, Path]]:
 
     Keyword arguments override the fast TrainParams; `model` replaces the small model params.
     """
-    from meli.train import train
+    from meli.stages.train import train
 
     def run(architecture: str, output: Path, model: MLPParams | CNNParams | None = None,
             **overrides) -> tuple[TrainResult, Path, Path]:
@@ -154,7 +154,7 @@ def mlp_bundle(pipeline, train_model) -> Path:
 @pytest.fixture(scope="session")
 def fasttext_bundle(pipeline) -> Path:
     """The fastText baseline of the small pipeline (models/fasttext)."""
-    from meli.baseline import train_baseline
+    from meli.stages.baseline import train_baseline
 
     bundle_dir = pipeline.root / "models" / "fasttext"
     train_baseline(BaselineParams(epochs=20, dim=16, word_ngrams=1, buckets=1_000),

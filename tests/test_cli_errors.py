@@ -1,4 +1,4 @@
-"""`python -m meli <stage>` failures: non-zero exit, one line on stderr, no traceback."""
+"""`python -m meli.stages.<stage>` (as dvc.yaml runs it): one error line, no traceback."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from meli.featurize import featurize
-from meli.ingest import ingest
 from meli.params import DataParams, FeaturizeParams, PrepareParams
-from meli.prepare import prepare
+from meli.stages.featurize import featurize
+from meli.stages.ingest import ingest
+from meli.stages.prepare import prepare
 
 
 def meli(cwd: Path, stage: str, params: str | None) -> subprocess.CompletedProcess:
@@ -25,8 +25,8 @@ def meli(cwd: Path, stage: str, params: str | None) -> subprocess.CompletedProce
     # Without proxy settings, so that a 127.0.0.1 URL is asked directly.
     env = {name: value for name, value in os.environ.items()
            if name.lower() not in ("http_proxy", "https_proxy")}
-    return subprocess.run([sys.executable, "-m", "meli", stage], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-m", f"meli.stages.{stage}"], cwd=cwd,
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def one_line_error(result: subprocess.CompletedProcess, stage: str) -> str:

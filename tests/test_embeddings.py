@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meli.embeddings import build_embeddings, load_matrix, train_fasttext
 from meli.errors import MeliError
-from meli.featurize import PAD, UNKNOWN, Vocabulary, featurize
-from meli.ingest import ingest
+from meli.layout import MATRIX_FILE, PAD, UNKNOWN
 from meli.params import DataParams, EmbeddingsParams, FeaturizeParams, PrepareParams
-from meli.prepare import prepare
+from meli.stages.embeddings import build_embeddings, train_fasttext
+from meli.stages.featurize import featurize
+from meli.stages.ingest import ingest
+from meli.stages.prepare import prepare
+from meli.vocabulary import Vocabulary
 
 # Small and quick: a few hundred synthetic titles, 16 dimensions, few epochs and buckets.
 SMALL = dict(dim=16, epochs=3, buckets=2_000, threads=1)
@@ -34,7 +36,7 @@ def sample_data(tmp_path_factory) -> tuple[Path, Path]:
 def train(sample_data, output: Path, **params) -> np.ndarray:
     prepared, features = sample_data
     build_embeddings(EmbeddingsParams(**(SMALL | params)), prepared, features, output)
-    return load_matrix(output)
+    return np.load(output / MATRIX_FILE)
 
 
 def test_trained_matrix_has_one_row_per_vocabulary_id(sample_data, tmp_path):
@@ -135,7 +137,7 @@ def test_pretrained_vectors_are_matched_after_normalization(small_data, tmp_path
     }))
     result = build_embeddings(EmbeddingsParams(pretrained=str(path), seed=4), prepared, features,
                               tmp_path / "embeddings")
-    matrix = load_matrix(tmp_path / "embeddings")
+    matrix = np.load(tmp_path / "embeddings" / MATRIX_FILE)
     assert matrix.shape == (len(vocabulary), 4)
     assert result.covered == 2
     assert matrix[vocabulary.tokens.index("algodon")].tolist() == [1.0, 2.0, 3.0, 4.0]

@@ -20,11 +20,11 @@ from sklearn.metrics import (
 )
 
 from meli import metrics
-from meli.bundle import load_classifier
+from meli.classify import load_classifier
 from meli.errors import MeliError
-from meli.evaluate import CONFUSION_FILE, RECALL_FILE, evaluate, most_confused_pairs
 from meli.files import read_json, write_json
 from meli.params import EvaluateParams
+from meli.stages.evaluate import CONFUSION_FILE, RECALL_FILE, evaluate, most_confused_pairs
 
 CONFUSED_PAIRS = 3
 

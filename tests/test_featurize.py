@@ -11,17 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from meli.errors import MeliError
-from meli.featurize import (
-    PAD,
-    UNKNOWN,
-    Vocabulary,
-    build_vocabulary,
-    featurize,
-    labels_path,
-    tokens_path,
-)
+from meli.layout import PAD, UNKNOWN, labels_path, split_path, tokens_path
 from meli.params import FeaturizeParams, PrepareParams
-from meli.prepare import prepare, split_path
+from meli.stages.featurize import build_vocabulary, featurize
+from meli.stages.prepare import prepare
+from meli.vocabulary import Vocabulary
 
 SPLITS = ("train", "validation", "test")
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from meli import ingest as ingest_module
+from meli import layout
 from meli.errors import MeliError
-from meli.ingest import ingest
 from meli.params import DataParams, PrepareParams
-from meli.prepare import prepare
+from meli.stages import ingest as ingest_module
+from meli.stages.ingest import ingest
+from meli.stages.prepare import prepare
 
 CSV_HEADER = "title,label_quality,language,category\n"
 
@@ -43,16 +44,16 @@ def ingest_error(source: Path | str, raw: Path) -> str:
 
 
 def table(raw: Path) -> list[dict]:
-    return pq.read_table(raw / ingest_module.TABLE_FILE).to_pylist()
+    return pq.read_table(raw / layout.RAW_TABLE_FILE).to_pylist()
 
 
 def rejected(raw: Path) -> list[dict]:
-    lines = (raw / ingest_module.REJECTED_FILE).read_text(encoding="utf-8").splitlines()
+    lines = (raw / layout.REJECTED_FILE).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 
 
 def source_info(raw: Path) -> dict:
-    return json.loads((raw / ingest_module.SOURCE_FILE).read_text(encoding="utf-8"))
+    return json.loads((raw / layout.SOURCE_FILE).read_text(encoding="utf-8"))
 
 
 def jsonl_bytes(records: list[dict]) -> bytes:
@@ -298,7 +299,7 @@ def test_single_category_fails_in_prepare_naming_the_file(tmp_path, ingest_rows,
         prepare(PrepareParams(), raw, tmp_path / "prepared", tmp_path / "data.json")
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"{raw / ingest_module.TABLE_FILE}: ")
+    assert message.startswith(f"{raw / layout.RAW_TABLE_FILE}: ")
     assert "at least 2 categories" in message
     assert "only 'SNEAKERS'" in message
 

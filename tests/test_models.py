@@ -10,9 +10,12 @@ import pytest
 import torch
 
 import meli
-from meli.models import PAD, CNNClassifier, MLPClassifier, build_model
+from meli.layout import PAD
+from meli.models import build_model
+from meli.models.cnn import CNNClassifier
+from meli.models.mlp import MLPClassifier
 from meli.params import TrainParams
-from meli.train import make_optimizer
+from meli.stages.train import make_optimizer
 
 VOCABULARY, DIM, CLASSES = 30, 8, 5
 

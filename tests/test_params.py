@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from meli.errors import MeliError
+from meli.models import params_classes
 from meli.params import (
+    SECTIONS,
     EmbeddingsParams,
     Params,
     PrepareParams,
@@ -69,8 +71,40 @@ def dataclass_keys(cls: type, prefix: str = "") -> set[str]:
 def test_every_dataclass_field_is_written_in_params_yaml():
     # DVC tracks only the values present in params.yaml: a field left out would change silently.
     written = yaml_keys(yaml.safe_load(REPO_PARAMS.read_text(encoding="utf-8")))
-    assert dataclass_keys(Params) - written == set()
-    assert written - dataclass_keys(Params) == set()
+    sections = {**SECTIONS, **params_classes()}
+    typed = {key for name, kind in sections.items()
+             for key in {name} | dataclass_keys(kind, f"{name}.")}
+    assert typed - written == set()
+    assert written - typed == set()
+
+
+def test_model_sections_are_typed_by_the_registry():
+    params = parse_params({"cnn": {"filters": 64}}, models=params_classes())
+    assert params.model("cnn").filters == 64
+    assert params.model("mlp") == params_classes()["mlp"]()  # absent: the defaults
+    with pytest.raises(MeliError, match=r"^params.yaml: cnn.filters must be >= 1, got int 0$"):
+        parse_params({"cnn": {"filters": 0}}, models=params_classes())
+    with pytest.raises(MeliError, match=r"unknown key 'cnn.filtres' \(did you mean 'cnn.filters'"):
+        parse_params({"cnn": {"filtres": 64}}, models=params_classes())
+
+
+def test_without_the_registry_model_sections_are_left_to_the_stages_that_build_models():
+    params = parse_params({"cnn": {"filters": 0}, "data": {"sample_rows": 500}})
+    assert params.models == {}
+    assert params.data.sample_rows == 500
+    with pytest.raises(MeliError, match="no section for model 'cnn'"):
+        params.model("cnn")
+
+
+@pytest.mark.parametrize("models", [None, params_classes()], ids=["stage", "registry"])
+def test_a_misspelled_section_is_caught_with_or_without_the_registry(models):
+    with pytest.raises(MeliError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
+        parse_params({"trian": {"epochs": 3}}, models=models)
+
+
+def test_an_unknown_section_is_caught_by_the_stages_that_know_every_model():
+    with pytest.raises(MeliError, match=r"unknown key 'transformer'$"):
+        parse_params({"transformer": {"layers": 2}}, models=params_classes())
 
 
 def test_empty_file_gives_defaults(tmp_path):
@@ -220,5 +254,8 @@ def test_defaults_are_valid_and_lists_are_not_shared():
 
 
 def test_to_dict_round_trips():
-    params = parse_params({"prepare": {"languages": ["spanish"], "text": {"digits": "drop"}}})
-    assert parse_params(to_dict(params)) == params
+    params = parse_params({"prepare": {"languages": ["spanish"], "text": {"digits": "drop"}},
+                           "mlp": {"hidden_sizes": [8, 4]}}, models=params_classes())
+    plain = to_dict(params)
+    assert plain["mlp"]["hidden_sizes"] == [8, 4]  # model sections at the top, as in the file
+    assert parse_params(plain, models=params_classes()) == params

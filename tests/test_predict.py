@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from meli.bundle import load_classifier
+from meli.classify import load_classifier
 from meli.cli import main
 from meli.files import read_json
 

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from meli import prepare as prepare_module
+from meli import layout
 from meli.errors import MeliError
 from meli.params import PrepareParams, TextParams, to_dict
-from meli.prepare import PrepareResult, prepare, split_path, stratified_split
+from meli.stages import prepare as prepare_module
+from meli.stages.prepare import PrepareResult, prepare, split_path, stratified_split
 from meli.text import normalize, normalize_title, tokens
 
 SPLITS = ("train", "validation", "test")
@@ -109,7 +110,7 @@ def titles_by_split(prepared: Path) -> dict[str, list[str]]:
 
 
 def read_rejected(prepared: Path) -> list[dict]:
-    lines = (prepared / prepare_module.REJECTED_FILE).read_text(encoding="utf-8").splitlines()
+    lines = (prepared / layout.REJECTED_FILE).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 
 

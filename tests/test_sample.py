@@ -1,6 +1,8 @@
 """Tests for the synthetic MeLi-like dataset that is the project's default data."""
 
 import hashlib
+import importlib.resources
+import json
 import re
 from collections import Counter, defaultdict
 
@@ -44,6 +46,43 @@ def test_table_is_the_same_on_every_machine():
     assert _fingerprint(sample.generate(300, 0)) == (
         "a81a1409987104752d42e10591944b21abfd5663326a1b7062d9d85d20e215b0"
     )
+
+
+def _table_digest(table: pa.Table) -> str:
+    return hashlib.sha256(json.dumps(table.to_pydict(), ensure_ascii=False).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("rows", "seed", "digest"),
+    [
+        # The pipeline's default data: params.yaml's data.sample_rows and data.sample_seed.
+        (12_000, 2019, "25a7980a067c35c7e2886334fc10708abcb6923f6e62991b57e33c4557f4e8de"),
+        (300, 0, "5c0bc16de3d1ff438d1444d38dc7cf0b759612d813e1fb6b71b104a5e4341976"),
+    ],
+)
+def test_rows_are_pinned(rows, seed, digest):
+    # Taken from the generator as it was before its catalogue moved from Python code to package
+    # data (catalogue.json): they prove that the move changed no row. A deliberate change to the
+    # generator or to the catalogue changes them; update them then, and only then.
+    assert _table_digest(sample.generate(rows, seed)) == digest
+
+
+def test_catalogue_is_package_data():
+    resource = importlib.resources.files("meli.sample").joinpath("catalogue.json")
+    assert resource.is_file()
+    data = json.loads(resource.read_text(encoding="utf-8"))
+    assert [record["name"] for record in data["categories"]] == list(sample.CATEGORY_NAMES)
+    assert sample._load_catalogue(resource)[0] == sample.CATALOGUE
+
+
+def test_catalogue_error_names_the_file_and_the_field(tmp_path):
+    data = json.loads(sample.CATALOGUE_FILE.read_text(encoding="utf-8"))
+    del data["categories"][1]["specs"]
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    expected = f"{path}: category 'CELLPHONE_CASES' lacks the field(s) specs"
+    with pytest.raises(sample.CatalogueError, match=re.escape(expected)):
+        sample._load_catalogue(path)
 
 
 def test_other_seed_gives_other_table():

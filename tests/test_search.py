@@ -1,4 +1,5 @@
-"""Random search: the space, the trials drawn from it, the leaderboard, and a real DVC queue."""
+"""Random search: the trials drawn from the space, how they are queued, the leaderboard, and a
+real DVC queue. The space's grammar is tested in test_space.py."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ import yaml
 from dvc_repo import ROOT, SMALL, dvc, make_repo, run
 
 from meli.errors import MeliError
-from meli.leaderboard import BASELINE, Entry, collect, differing_keys, format_table, rank
-from meli.params import Params, _Loader, load_params, parse_params, to_dict
-from meli.search import Trial, parse_space, sample_trials, targets
+from meli.experiments import commands
+from meli.experiments.leaderboard import (
+    BASELINE,
+    Entry,
+    collect,
+    differing_keys,
+    format_table,
+    rank,
+)
+from meli.experiments.search import Trial, queue, record_models, sample_trials, targets
+from meli.models import names, params_classes
+from meli.params import Params, _Loader, parse_params, to_dict
 
 SPACE = {
     "train.learning_rate": {"loguniform": [0.0005, 0.01]},
@@ -29,38 +39,10 @@ SPACE = {
 def params_with(space: dict, **search) -> Params:
     raw = to_dict(Params())
     raw["search"] |= {"space": space, **search}
-    return parse_params(raw)
+    return parse_params(raw, models=params_classes())
 
 
-# --- the space ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("space", "expected"), [
-    ({"train.lerning_rate": {"uniform": [0.1, 0.2]}}, "no params key 'train.lerning_rate'"),
-    ({"train": {"uniform": [0.1, 0.2]}}, "'train' is a whole section"),
-    ({"train.epochs.x": {"int": [1, 2]}}, "no params key 'train.epochs.x'"),
-    ({"search.trials": {"int": [1, 2]}}, "the search section itself"),
-    ({"cnn.filters": {"choice": []}}, "choice needs a non-empty list"),
-    ({"cnn.filters": {"normal": [0, 1]}}, "unknown distribution 'normal'"),
-    ({"cnn.filters": {"int": [64, 16]}}, "low < high"),
-    ({"cnn.filters": {"int": [1.5, 16]}}, "two integers"),
-    ({"train.learning_rate": {"uniform": [0.1]}}, "[low, high]"),
-    ({"train.learning_rate": {"loguniform": [0.0, 0.1]}}, "loguniform needs low > 0"),
-    ({"train.learning_rate": {"uniform": [0.1, 0.2], "choice": [1]}}, "one distribution"),
-    ({"train.learning_rate": 0.01}, "one distribution"),
-])
-def test_a_bad_space_is_one_clear_error_naming_the_key(space, expected):
-    with pytest.raises(MeliError) as caught:
-        params_with(space)
-    message = str(caught.value)
-    assert expected in message
-    assert "search.space." in message
-    assert "\n" not in message
-
-
-def test_the_repository_space_is_valid():
-    params = load_params(ROOT / "params.yaml")
-    assert parse_space(params.search.space, params)
-
+# --- the trials ---------------------------------------------------------------------------------
 
 def test_same_seed_same_trials_other_seed_other_trials():
     params = params_with(SPACE)
@@ -85,8 +67,41 @@ def test_trials_are_distinct_within_bounds_and_only_for_their_models():
         assert trial.values["cnn.kernel_sizes"] in ([1, 2], [2, 3, 4])
         assert trial.name.startswith("cnn-s0-")
     both = sample_trials(params, 2, seed=0, models=["mlp", "cnn"])
-    assert all("mlp.hidden_sizes" in trial.values for trial in both)
+    assert all(set(trial.values) == set(SPACE) for trial in both)
     assert targets(["mlp", "cnn"]) == ["train@mlp", "evaluate@mlp", "train@cnn", "evaluate@cnn"]
+
+
+def test_a_trial_of_the_mlp_leaves_every_other_model_alone():
+    # The models not searched come from the registry: no key of theirs is drawn.
+    trials = sample_trials(params_with(SPACE), 3, seed=0, models=["mlp"])
+    others = set(names()) - {"mlp"}
+    assert others
+    for trial in trials:
+        assert set(trial.values) == {k for k in SPACE if k.split(".")[0] not in others}
+        assert trial.name.startswith("mlp-s0-")
+
+
+@pytest.mark.parametrize(("models", "expected"), [
+    (["rnn"], "search.models: unknown model 'rnn' (registered: "),
+    (["cnn", "cnn"], "search.models: a model is named twice"),
+    ([], "search.models: name at least one model"),
+])
+def test_the_searched_models_must_be_registered(models, expected):
+    with pytest.raises(MeliError) as caught:
+        sample_trials(params_with(SPACE), 2, seed=0, models=models)
+    assert expected in str(caught.value)
+
+
+def test_a_space_with_no_key_for_the_models_searched():
+    params = params_with({"cnn.filters": {"int": [16, 64]}})
+    with pytest.raises(MeliError, match="search.space has no key for mlp"):
+        sample_trials(params, 2, seed=0, models=["mlp"])
+
+
+def test_a_bad_space_fails_before_anything_is_drawn():
+    params = params_with({"cnn.filterz": {"int": [16, 64]}})
+    with pytest.raises(MeliError, match=r"search.space.cnn.filterz: no params key"):
+        sample_trials(params, 2, seed=0, models=["cnn"])
 
 
 def test_loguniform_spreads_over_orders_of_magnitude():
@@ -119,19 +134,60 @@ def test_set_params_values_read_back_as_the_same_values():
         assert yaml.load(text, Loader=_Loader) == values[key]
 
 
+def test_queue_records_the_searched_models_in_each_trial(monkeypatch):
+    runs = []
+    monkeypatch.setattr(commands, "check_committed", lambda: None)
+    monkeypatch.setattr(commands, "existing_experiments", lambda: {"mlp-done"})
+    monkeypatch.setattr(commands, "dvc", lambda *arguments, check=True: runs.append(arguments))
+    trials = [Trial("mlp-done", {"train.learning_rate": 0.01}),
+              Trial("mlp-new", {"train.learning_rate": 1e-05, "mlp.hidden_sizes": [64, 32]})]
+    assert queue(trials, ["mlp"]) == trials[1:]
+    assert runs == [("exp", "run", "--queue", "-n", "mlp-new",
+                     "-S", "train.learning_rate=1.0e-05", "-S", "mlp.hidden_sizes=[64, 32]",
+                     "-S", "search.models=[mlp]", "train@mlp", "evaluate@mlp")]
+    key, text = record_models(["mlp", "cnn"])[1].split("=", 1)
+    assert key == "search.models"
+    assert yaml.load(text, Loader=_Loader) == ["mlp", "cnn"]
+
+
+def test_no_stage_reads_the_search_section():
+    # `-S search.models=...` must leave every stage up to date: no stage lists `search` among
+    # its params (nor the whole params file, which would include it).
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name, stage in stages.items():
+        for entry in stage.get("params") or []:
+            keys = [entry] if isinstance(entry, str) else [
+                key for listed in entry.values() for key in (listed or ["<all>"])]
+            assert not [key for key in keys if key.split(".")[0] in ("search", "<all>")], name
+
+
 # --- the leaderboard ----------------------------------------------------------------------------
 
-def experiment(name: str, validation: float | None, test: float | None, state: str = "success",
-               log: str | None = None, rate: float = 0.002) -> dict:
+def figures(*per_model: tuple[str, float | None, float | None]) -> dict:
+    """`dvc exp show` metrics: (model, validation, test) each, None where the file is absent."""
     metrics = {}
-    if validation is not None:
-        metrics["results/train/cnn/metrics.json"] = {
-            "data": {"best": {"validation_balanced_accuracy": validation}}}
-    if test is not None:
-        metrics["metrics/cnn.json"] = {"data": {"test": {"balanced_accuracy": test}}}
-    data = {"params": {"params.yaml": {"data": {"train": {"learning_rate": rate, "epochs": 4},
-                                                "search": {"seed": 0}}}},
-            "metrics": metrics}
+    for model, validation, test in per_model:
+        if validation is not None:
+            metrics[f"results/train/{model}/metrics.json"] = {
+                "data": {"best": {"validation_balanced_accuracy": validation}}}
+        if test is not None:
+            metrics[f"metrics/{model}.json"] = {"data": {"test": {"balanced_accuracy": test}}}
+    return metrics
+
+
+def row_data(metrics: dict, rate: float, searched: list[str]) -> dict:
+    return {"params": {"params.yaml": {"data": {
+        "train": {"learning_rate": rate, "epochs": 4},
+        "search": {"seed": 0, "models": searched}}}},
+        "metrics": metrics}
+
+
+def experiment(name: str, validation: float | None, test: float | None, state: str = "success",
+               log: str | None = None, rate: float = 0.002, searched: list[str] | None = None,
+               metrics: dict | None = None) -> dict:
+    if metrics is None:
+        metrics = figures(("cnn", validation, test))
+    data = row_data(metrics, rate, searched or ["cnn"])
     return {"name": name, "executor": {"state": state, "local": {"log": log}},
             "revs": [{"rev": "abc1234", "name": name, "data": data}]}
 
@@ -173,6 +229,48 @@ def test_leaderboard_table_shows_differing_params_and_marks_failures(tmp_path):
     assert "1 trial(s) queued or running: waiting" in table
 
 
+def searched_by_each(commit_searches: list[str]) -> list:
+    """A commit whose workspace searched the CNN, an MLP trial and a CNN trial of it. Each trial
+    keeps the commit's figures of the model it did not train (DVC leaves them in place)."""
+    commit = figures(("mlp", 0.70, 0.69), ("cnn", 0.80, 0.79))
+    mlp = figures(("mlp", 0.75, 0.74), ("cnn", 0.80, 0.79))
+    cnn = figures(("mlp", 0.70, 0.69), ("cnn", 0.85, 0.84))
+    return [{"rev": "1" * 40, "name": "main", "data": row_data(commit, 0.002, commit_searches),
+             "experiments": [
+                 experiment("mlp-s0-01", None, None, rate=0.01, searched=["mlp"], metrics=mlp),
+                 experiment("cnn-s0-01", None, None, rate=0.003, searched=["cnn"], metrics=cnn),
+             ]}]
+
+
+def test_each_trial_is_ranked_by_the_models_it_searched():
+    done, failed, pending = rank(collect(searched_by_each(["cnn"])))
+    assert [(e.name, e.model, e.validation, e.test) for e in done] == [
+        ("cnn-s0-01", "cnn", 0.85, 0.84),
+        (BASELINE, "cnn", 0.80, 0.79),
+        ("mlp-s0-01", "mlp", 0.75, 0.74),  # its own figures, not the CNN's 0.80 left in place
+        (BASELINE, "mlp", 0.70, 0.69),  # the commit: for every model its experiments searched
+    ]
+    assert not failed and not pending
+    table = format_table(done, failed, pending, top=10)
+    rows = [line.split() for line in table.splitlines()[2:]]
+    assert rows[2] == ["3", "mlp-s0-01", "mlp", "0.7500", "0.7400", "0.01"]
+
+
+def test_a_model_named_ranks_every_experiment_by_it():
+    done, _, _ = rank(collect(searched_by_each(["cnn"]), ["cnn"]))
+    assert [(e.name, e.model, e.validation) for e in done] == [
+        ("cnn-s0-01", "cnn", 0.85), (BASELINE, "cnn", 0.80), ("mlp-s0-01", "cnn", 0.80)]
+    done, _, _ = rank(collect(searched_by_each(["cnn"]), ["mlp", "cnn"]))
+    assert len(done) == 6
+
+
+def test_a_commit_without_experiments_shows_the_models_it_searches():
+    shown = searched_by_each(["mlp"])
+    shown[0]["experiments"] = []
+    done, _, _ = rank(collect(shown))
+    assert [(e.name, e.model, e.validation) for e in done] == [(BASELINE, "mlp", 0.70)]
+
+
 def test_differing_keys_ignore_equal_values_and_the_search_section():
     entries = [Entry("a", "cnn", "success", 0.5, None, {"x": 1, "y": [1], "search.seed": 0}),
                Entry("b", "cnn", "success", 0.6, None, {"x": 1, "y": [2], "search.seed": 1})]
@@ -202,7 +300,9 @@ def test_search_through_the_dvc_queue(tmp_path):
     # A trial that cannot work (no such data) queued beside the search: it must fail alone.
     dvc(repo, "exp", "run", "--queue", "-n", "broken", "-S", "data.source=/no/such/titles.jsonl",
         "train@cnn", "evaluate@cnn")
-    searched = meli(repo, "search", "--run", "--jobs", "2")
+    # The MLP is searched while params.yaml says `search.models: [cnn]`: each trial records
+    # its own models, and the leaderboard ranks it by the MLP's figures.
+    searched = meli(repo, "search", "--model", "mlp", "--run", "--jobs", "2")
     queued = [line.split()[1] for line in searched.stdout.splitlines()
               if line.startswith("queued ")]
     assert len(queued) == 3
@@ -218,11 +318,12 @@ def test_search_through_the_dvc_queue(tmp_path):
     assert set(queued) <= set(names)
     validations = [float(row[3]) for row in ranked]
     assert validations == sorted(validations, reverse=True)
+    assert {row[2] for row in ranked if row[1] in queued} == {"mlp"}
     rates = {row[1]: row[-1] for row in ranked}
     assert len({rates[name] for name in queued}) == 3  # distinct params, all finished
     assert "FAILED  broken: meli ingest: error: /no/such/titles.jsonl" in board
 
-    again = meli(repo, "search")
+    again = meli(repo, "search", "--model", "mlp")
     assert "0 trial(s) queued, 3 already queued or done" in again.stderr
 
     best = ranked[0][1]

@@ -19,14 +19,17 @@ import pytest
 import torch
 import yaml
 
-from meli import bundle, featurize, metrics
-from meli.baseline import train_baseline
+from meli import bundle, metrics
+from meli.classify import load_classifier
 from meli.errors import MeliError
 from meli.files import read_json
+from meli.layout import labels_path, tokens_path
 from meli.models import build_model
 from meli.params import BaselineParams, TrainParams
-from meli.train import Split, class_weights, learning_rate_factor
-from meli.train import evaluate as evaluate_model
+from meli.stages.baseline import train_baseline
+from meli.stages.train import Split, class_weights, learning_rate_factor
+from meli.stages.train import evaluate as evaluate_model
+from meli.vocabulary import Vocabulary
 
 BUNDLE_FILES = {"config.json", "weights.pt", "vocab.txt", "labels.json", "normalization.json"}
 PLOTS = {  # dvclive plot file (under plots/metrics/) -> its value column
@@ -56,7 +59,7 @@ def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]
 
 
 def train_rows(pipeline) -> int:
-    return len(np.load(featurize.labels_path(pipeline.features, "train")))
+    return len(np.load(labels_path(pipeline.features, "train")))
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "cnn"])
@@ -66,11 +69,11 @@ def test_train_writes_a_bundle_and_a_dvclive_log(pipeline, train_model, tmp_path
     assert {p.name for p in bundle_dir.iterdir()} == BUNDLE_FILES
     assert not [p.name for p in bundle_dir.parent.iterdir() if p.name.startswith(".")]
     config = read_json(bundle_dir / "config.json")
-    vocabulary = featurize.Vocabulary.load(pipeline.features / "vocab.txt")
+    vocabulary = Vocabulary.load(pipeline.features / "vocab.txt")
     labels = read_json(pipeline.features / "labels.json")
     assert config["format_version"] == bundle.FORMAT_VERSION
     assert config["architecture"] == architecture
-    assert config["max_length"] == np.load(featurize.tokens_path(pipeline.features,
+    assert config["max_length"] == np.load(tokens_path(pipeline.features,
                                                                  "train")).shape[1]
     assert config["vocabulary_size"] == len(vocabulary)
     assert config["best_epoch"] == result.best_epoch
@@ -121,7 +124,7 @@ def test_the_best_epochs_weights_are_kept(pipeline, train_model, tmp_path):
     assert (read_json(bundle_dir / "config.json")["validation_balanced_accuracy"]
             == best["validation_balanced_accuracy"])
     assert all(len(plot(live_dir, name)) == result.epochs_run for name in PLOTS)
-    classifier = bundle.load_classifier(bundle_dir)
+    classifier = load_classifier(bundle_dir)
     validation = Split.load(pipeline.features, "validation")
     loss, balanced, accuracy = evaluate_model(
         classifier.model, validation, torch.nn.CrossEntropyLoss(label_smoothing=0.1),
@@ -268,7 +271,7 @@ def test_killed_training_leaves_no_bundle_or_the_previous_one(pipeline, tmp_path
     kill_midway()
     assert sorted(p.name for p in (repo / "models").iterdir()) == ["embeddings"]
     with pytest.raises(MeliError, match="no model bundle"):
-        bundle.load_classifier(bundle_dir)
+        load_classifier(bundle_dir)
 
     (repo / "params.yaml").write_text(SHORT_TRAINING, encoding="utf-8")
     finished = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=120)
@@ -280,7 +283,7 @@ def test_killed_training_leaves_no_bundle_or_the_previous_one(pipeline, tmp_path
     kill_midway()
     assert {p.name: p.read_bytes() for p in bundle_dir.iterdir()} == complete
     assert sorted(p.name for p in (repo / "models").iterdir()) == ["embeddings", "mlp"]
-    classifier = bundle.load_classifier(bundle_dir)
+    classifier = load_classifier(bundle_dir)
     assert classifier.probabilities(["zapatillas running"]).shape == (1, len(classifier.labels))
 
 
@@ -296,7 +299,7 @@ def validation_titles(pipeline):
 def test_baseline_writes_a_bundle_that_loads_and_logs_its_score(pipeline, fasttext_bundle):
     assert {p.name for p in fasttext_bundle.iterdir()} == {
         "config.json", "model.bin", "labels.json", "normalization.json"}
-    classifier = bundle.load_classifier(fasttext_bundle)
+    classifier = load_classifier(fasttext_bundle)
     assert isinstance(classifier, bundle.FastTextClassifier)
     assert classifier.labels == read_json(pipeline.prepared / "labels.json")
 
@@ -323,7 +326,7 @@ def test_baseline_same_seed_same_predictions(pipeline, tmp_path):
         train_baseline(BaselineParams(**(SMALL_BASELINE | settings)), pipeline.prepared,
                        tmp_path / name, tmp_path / f"{name}-live")
         assert not list(tmp_path.glob(".*corpus*"))  # the scratch corpus is removed
-        return bundle.load_classifier(tmp_path / name).probabilities(titles)
+        return load_classifier(tmp_path / name).probabilities(titles)
 
     first, again, other = probabilities("first"), probabilities("again"), probabilities(
         "other", seed=5)

@@ -1,4 +1,4 @@
-"""Self-contained model bundles (`models/<name>/`) and the classifier that loads one.
+"""Self-contained model bundles (`models/<name>/`): their files, and the classifier interface.
 
 A bundle holds everything prediction needs, so `meli predict --model models/cnn` works on a
 machine that only pulled that directory:
@@ -14,6 +14,7 @@ machine that only pulled that directory:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,17 @@ import torch
 
 from meli import __version__
 from meli.errors import MeliError
-from meli.featurize import Vocabulary
 from meli.files import atomic_directory, read_json, write_json
-from meli.models import build_model
+from meli.layout import LABELS_FILE, NORMALIZATION_FILE, VOCAB_FILE
 from meli.params import TextParams
 from meli.text import normalize
+from meli.vocabulary import Vocabulary
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 FASTTEXT_FILE = "model.bin"
-VOCAB_FILE = "vocab.txt"
-LABELS_FILE = "labels.json"
-NORMALIZATION_FILE = "normalization.json"
-TORCH_ARCHITECTURES = ("mlp", "cnn")
+FASTTEXT_ARCHITECTURE = "fasttext"
 FASTTEXT_PROBABILITY_OFFSET = 1e-5  # what fastText adds to each probability before its log
 
 
@@ -66,7 +64,7 @@ def write_fasttext_bundle(directory: str | Path, *, model: Any, labels: list[str
         # fastText loads a truncated model.bin without complaint: the size lets loading check.
         size = (partial / FASTTEXT_FILE).stat().st_size
         _write_common(partial, labels, normalization,
-                      {"architecture": "fasttext", "model_bytes": size, **details})
+                      {"architecture": FASTTEXT_ARCHITECTURE, "model_bytes": size, **details})
 
 
 def _write_common(directory: Path, labels: list[str], normalization: dict[str, Any],
@@ -111,34 +109,6 @@ class Classifier:
                 for row, order in zip(probabilities, best, strict=True)]
 
 
-class TorchClassifier(Classifier):
-    def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
-                 normalization: TextParams):
-        super().__init__(directory, config, labels, normalization)
-        self.vocabulary = Vocabulary.load(directory / VOCAB_FILE)
-        try:
-            state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        except Exception as error:  # an unpickling or zip error: the file is damaged or foreign
-            raise MeliError(f"{directory / WEIGHTS_FILE}: cannot load weights: "
-                            f"{_first_line(error)}") from None
-        vectors = torch.zeros(config["vocabulary_size"], config["embedding_dim"])
-        self.model = build_model(config["architecture"], config["model"], vectors, len(labels))
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as error:
-            raise MeliError(f"{directory / WEIGHTS_FILE}: weights do not match config.json: "
-                            f"{_first_line(error)}") from None
-        if len(self.vocabulary) != config["vocabulary_size"]:
-            raise MeliError(f"{directory / VOCAB_FILE}: {len(self.vocabulary)} tokens, "
-                            f"config.json says {config['vocabulary_size']}")
-        self.model.eval()
-
-    @torch.inference_mode()
-    def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
-        tokens = self.vocabulary.encode(self.normalize(titles), self.config["max_length"])
-        return probabilities_of(self.model, tokens, batch_size)
-
-
 class FastTextClassifier(Classifier):
     def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
                  normalization: TextParams):
@@ -154,7 +124,7 @@ class FastTextClassifier(Classifier):
             self.model = fasttext.load_model(str(path))
         except (ValueError, RuntimeError, MemoryError) as error:
             # A damaged file can also make fastText's reader allocate garbage sizes (bad_alloc).
-            raise MeliError(f"{path}: cannot load: {_first_line(error)}") from None
+            raise MeliError(f"{path}: cannot load: {first_line(error)}") from None
         # The baseline trains on "__label__<class id>": category names may contain spaces.
         self.index = {f"__label__{i}": i for i in range(len(labels))}
 
@@ -172,26 +142,23 @@ class FastTextClassifier(Classifier):
         return result
 
 
-def _first_line(error: BaseException) -> str:
-    # An empty weights file raises an error with no message at all.
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+@dataclass(frozen=True)
+class BundleFiles:
+    """What every bundle holds beside its weights, read and checked."""
+
+    directory: Path
+    config: dict[str, Any]
+    labels: list[str]
+    normalization: TextParams
+
+    @property
+    def architecture(self) -> Any:
+        return self.config.get("architecture")
 
 
-@torch.inference_mode()
-def probabilities_of(model: torch.nn.Module, tokens: np.ndarray, batch_size: int) -> np.ndarray:
-    """Softmax outputs of a PyTorch model over token-id rows, in batches."""
-    model.eval()
-    outputs = []
-    for start in range(0, len(tokens), batch_size):
-        batch = torch.from_numpy(np.array(tokens[start:start + batch_size]))
-        outputs.append(torch.softmax(model(batch), dim=1).numpy())
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(outputs)
-
-
-def load_classifier(directory: str | Path) -> Classifier:
-    """Load a bundle written by train or baseline, checking that it is complete and compatible."""
+def read_bundle(directory: str | Path) -> BundleFiles:
+    """The config, labels and normalization of a bundle, checking it is complete and readable
+    by this version; the weights are left to the classifier of its architecture."""
     directory = Path(directory)
     if not directory.is_dir():
         raise MeliError(f"{directory}: no model bundle there (run `dvc repro` or `dvc pull`)")
@@ -213,9 +180,9 @@ def load_classifier(directory: str | Path) -> Classifier:
     except TypeError:
         raise MeliError(f"{directory / NORMALIZATION_FILE}: unknown normalization "
                         f"settings") from None
-    architecture = config.get("architecture")
-    if architecture in TORCH_ARCHITECTURES:
-        return TorchClassifier(directory, config, labels, settings)
-    if architecture == "fasttext":
-        return FastTextClassifier(directory, config, labels, settings)
-    raise MeliError(f"{directory / CONFIG_FILE}: unknown architecture {architecture!r}")
+    return BundleFiles(directory, config, labels, settings)
+
+
+def first_line(error: BaseException) -> str:
+    # An empty weights file raises an error with no message at all.
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

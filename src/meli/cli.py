@@ -1,103 +1,44 @@
-"""`meli <command>`: the thin command line over the stage functions (also `python -m meli`).
+"""`meli <command>`: the command line for people (also `python -m meli`).
 
-Every pipeline stage in dvc.yaml is one command here. Paths follow the repository layout; params
-come from params.yaml, validated once before any work starts. A user's mistake ends in one line
-on stderr and a non-zero exit, never a traceback.
+- `meli predict`: categories of titles from a model bundle;
+- `meli search`, `meli leaderboard`: hyperparameter search through the DVC experiment queue;
+- `meli pull`: `dvc pull` that checks out only intact objects;
+- `meli <stage>` runs one pipeline stage by hand, exactly as `python -m meli.stages.<stage>`,
+  the form dvc.yaml uses (each stage enters through its own module, so that the code it runs,
+  and nothing else, is its dependency).
+
+A user's mistake ends in one line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from meli import __version__
+from meli.command import run
 from meli.errors import MeliError
-from meli.params import PARAMS_FILE, Params, load_params
+from meli.layout import PARAMS_FILE, bundle_dir
 
 log = logging.getLogger("meli")
 
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
-FEATURES_DIR = Path("data/features")
-MODELS_DIR = Path("models")
-EMBEDDINGS_DIR = MODELS_DIR / "embeddings"
-METRICS_DIR = Path("metrics")
-RESULTS_DIR = Path("results")
-TORCH_MODELS = ("mlp", "cnn")
-ALL_MODELS = (*TORCH_MODELS, "fasttext")
-
-
-def _ingest(args: argparse.Namespace, params: Params) -> None:
-    from meli.ingest import ingest
-
-    result = ingest(params.data, RAW_DIR)
-    log.info("ingest: %d rows read from %s (%s), %d written to %s, %d rejected",
-             result.rows_read, params.data.source, result.format, result.rows_written,
-             RAW_DIR, result.rows_rejected)
-
-
-def _prepare(args: argparse.Namespace, params: Params) -> None:
-    from meli.prepare import prepare
-
-    result = prepare(params.prepare, RAW_DIR, PREPARED_DIR, METRICS_DIR / "data.json")
-    rows = ", ".join(f"{split} {count}" for split, count in result.rows.items())
-    log.info("prepare: %d classes; %s (%s split); dropped %s", result.classes, rows,
-             result.split, result.dropped or "nothing")
-
-
-def _featurize(args: argparse.Namespace, params: Params) -> None:
-    from meli.featurize import featurize
-
-    result = featurize(params.featurize, PREPARED_DIR, FEATURES_DIR,
-                       METRICS_DIR / "features.json")
-    log.info("featurize: vocabulary of %d tokens; rows %s", result.vocabulary_size, result.rows)
-
-
-def _embeddings(args: argparse.Namespace, params: Params) -> None:
-    from meli.embeddings import build_embeddings
-
-    result = build_embeddings(params.embeddings, PREPARED_DIR, FEATURES_DIR, EMBEDDINGS_DIR)
-    log.info("embeddings: %d x %d matrix, %d words with their own vector",
-             result.vocabulary_size, result.dim, result.covered)
-
-
-def _train(args: argparse.Namespace, params: Params) -> None:
-    from meli.train import train
-
-    model_params = params.mlp if args.model == "mlp" else params.cnn
-    result = train(args.model, params.train, model_params, FEATURES_DIR, EMBEDDINGS_DIR,
-                   PREPARED_DIR, MODELS_DIR / args.model, RESULTS_DIR / "train" / args.model)
-    log.info("train %s: best epoch %d of %d, validation balanced accuracy %.4f, accuracy %.4f; "
-             "%.0f titles/s while training", args.model, result.best_epoch, result.epochs_run,
-             result.validation_balanced_accuracy, result.validation_accuracy,
-             result.train_titles_per_second)
-
-
-def _baseline(args: argparse.Namespace, params: Params) -> None:
-    from meli.baseline import train_baseline
-
-    result = train_baseline(params.baseline, PREPARED_DIR, MODELS_DIR / "fasttext",
-                            RESULTS_DIR / "train" / "fasttext")
-    log.info("baseline fasttext: validation balanced accuracy %.4f, accuracy %.4f (%.1fs)",
-             result.validation_balanced_accuracy, result.validation_accuracy, result.seconds)
-
-
-def _evaluate(args: argparse.Namespace, params: Params) -> None:
-    from meli.evaluate import evaluate
-
-    result = evaluate(params.evaluate, MODELS_DIR / args.model, PREPARED_DIR,
-                      METRICS_DIR / f"{args.model}.json", RESULTS_DIR / "evaluate" / args.model)
-    log.info("evaluate %s: test balanced accuracy %.4f, accuracy %.4f, macro F1 %.4f on %d "
-             "titles; %.0f titles/s", args.model, result.balanced_accuracy, result.accuracy,
-             result.macro_f1, result.rows, result.titles_per_second)
+STAGES = {
+    "ingest": "read data.source into data/raw/ (one canonical table)",
+    "prepare": "normalize, filter, deduplicate and split into data/prepared/",
+    "featurize": "vocabulary and fixed-length token ids into data/features/",
+    "embeddings": "fastText word vectors aligned to the vocabulary",
+    "train": "train one PyTorch model into models/<model>/ (dvclive log in results/)",
+    "baseline": "train the fastText supervised baseline into models/fasttext/",
+    "evaluate": "score a model on the test split into metrics/<model>.json",
+}
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from meli.bundle import load_classifier
+    from meli.classify import load_classifier
     from meli.predict import print_predictions, read_titles, write_predictions_csv
 
     if args.input is None and not args.titles:
@@ -106,7 +47,7 @@ def _predict(args: argparse.Namespace) -> None:
         raise MeliError("give titles on the command line or --input FILE, not both")
     if args.top_k < 1:
         raise MeliError(f"--top-k must be at least 1, got {args.top_k}")
-    titles = read_titles(args.input) if args.input else [t for t in args.titles]
+    titles = read_titles(args.input) if args.input else list(args.titles)
     if any(not title.strip() for title in titles):
         raise MeliError("a title given on the command line is empty")
     classifier = load_classifier(args.model)
@@ -124,9 +65,17 @@ def _predict(args: argparse.Namespace) -> None:
              len(titles) / max(seconds, 1e-9))
 
 
-def _search(args: argparse.Namespace, params: Params) -> None:
-    from meli import search
+def _full_params(path: str):
+    from meli.models import params_classes
+    from meli.params import load_params
 
+    return load_params(path, models=params_classes())
+
+
+def _search(args: argparse.Namespace) -> None:
+    from meli.experiments import commands, search
+
+    params = _full_params(args.params)
     models = args.model or params.search.models
     trials = search.sample_trials(params, args.trials or params.search.trials,
                                   params.search.seed if args.seed is None else args.seed, models)
@@ -141,50 +90,37 @@ def _search(args: argparse.Namespace, params: Params) -> None:
     log.info("search: %d trial(s) queued, %d already queued or done; stages %s",
              len(queued), len(trials) - len(queued), ", ".join(search.targets(models)))
     if args.run and queued:
-        states = search.run_queue(args.jobs, [trial.name for trial in queued])
+        states = commands.run_queue(args.jobs, [trial.name for trial in queued])
         failed = sorted(name for name, state in states.items() if state == "Failed")
         log.info("search: %d trial(s) finished, %d failed%s", len(states), len(failed),
                  f" ({', '.join(failed)})" if failed else "")
-        _print_leaderboard(models, top=10)
+        _print_leaderboard(None, top=10)
     elif not args.run:
         log.info("start them with `dvc queue start -j 2`, then see `meli leaderboard`")
 
 
-def _print_leaderboard(models: list[str], top: int) -> list:
-    from meli.leaderboard import leaderboard
+def _print_leaderboard(models: list[str] | None, top: int) -> list:
+    from meli.experiments.leaderboard import leaderboard
 
-    table, done = leaderboard(list(models), top)
+    table, done = leaderboard(models, top)
     print(table)
     return done
 
 
-def _leaderboard(args: argparse.Namespace, params: Params) -> None:
-    from meli.leaderboard import apply_best
+def _leaderboard(args: argparse.Namespace) -> None:
+    from meli.experiments.leaderboard import apply_best
 
-    done = _print_leaderboard(args.model or params.search.models, args.top)
+    done = _print_leaderboard(args.model, args.top)
     if args.apply:
         log.info("leaderboard: applied %s to the workspace (dvc exp apply)", apply_best(done))
 
 
 def _pull(args: argparse.Namespace) -> None:
-    from meli.remote import pull
+    from meli.experiments.remote import pull
 
     result = pull(args.remote, args.jobs)
     log.info("pull: %d objects in place, %d downloaded and verified; workspace checked out",
              result.objects, result.downloaded)
-
-
-STAGES: dict[str, tuple[Callable[[argparse.Namespace, Params], None], str]] = {
-    "ingest": (_ingest, "read data.source into data/raw/ (one canonical table)"),
-    "prepare": (_prepare, "normalize, filter, deduplicate and split into data/prepared/"),
-    "featurize": (_featurize, "vocabulary and fixed-length token ids into data/features/"),
-    "embeddings": (_embeddings, "fastText word vectors aligned to the vocabulary"),
-    "train": (_train, "train the MLP or the CNN into models/<model>/ (dvclive log in results/)"),
-    "baseline": (_baseline, "train the fastText supervised baseline into models/fasttext/"),
-    "evaluate": (_evaluate, "score a model on the test split into metrics/<model>.json"),
-    "search": (_search, "queue a random hyperparameter search as DVC experiments"),
-    "leaderboard": (_leaderboard, "rank experiments by validation balanced accuracy"),
-}
 
 
 def _positive(text: str) -> int:
@@ -197,46 +133,27 @@ def _positive(text: str) -> int:
     return value
 
 
+def _model_name(text: str) -> str:
+    """A registered model name (the registry imports PyTorch: only when a name is given)."""
+    from meli.models import names
+
+    if text not in names():
+        raise argparse.ArgumentTypeError(f"unknown model {text!r} (choose from "
+                                         f"{', '.join(names())})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meli", description="Classify MercadoLibre product titles (a DVC pipeline).")
     parser.add_argument("--version", action="version", version=f"meli {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for name, (_, summary) in STAGES.items():
-        stage = commands.add_parser(name, help=summary, description=summary)
-        stage.add_argument("--params", default=PARAMS_FILE,
-                           help="params file (default: %(default)s)")
-        if name == "train":
-            stage.add_argument("model", choices=TORCH_MODELS)
-        if name == "evaluate":
-            stage.add_argument("model", choices=ALL_MODELS)
-        if name == "search":
-            stage.add_argument("--trials", type=_positive, help="default: search.trials")
-            stage.add_argument("--seed", type=int, help="default: search.seed")
-            stage.add_argument("--model", action="append", choices=TORCH_MODELS,
-                               help="model(s) the trials train (repeatable; default: "
-                                    "search.models)")
-            stage.add_argument("--run", action="store_true",
-                               help="start the queue and wait for the trials, with a progress bar")
-            stage.add_argument("--jobs", "-j", type=_positive, default=1,
-                               help="trials at a time with --run (default: %(default)s)")
-            stage.add_argument("--force", action="store_true",
-                               help="queue trials again even if already queued or done")
-            stage.add_argument("--dry-run", action="store_true",
-                               help="print the trials without queueing them")
-        if name == "leaderboard":
-            stage.add_argument("--top", type=_positive, default=10,
-                               help="experiments to show (default: %(default)s)")
-            stage.add_argument("--model", action="append", choices=TORCH_MODELS,
-                               help="rank by this model (repeatable; default: search.models)")
-            stage.add_argument("--apply", action="store_true",
-                               help="dvc exp apply the best experiment into the workspace")
 
     predict = commands.add_parser(
         "predict", help="print the most likely categories of titles",
         description="Classify titles with a trained model bundle.")
     predict.add_argument("titles", nargs="*", help="titles to classify")
-    predict.add_argument("--model", default=str(MODELS_DIR / "cnn"),
+    predict.add_argument("--model", default=str(bundle_dir("cnn")),
                          help="model bundle directory (default: %(default)s)")
     predict.add_argument("--input", metavar="FILE",
                          help="one title per line, or a CSV with a 'title' column; - for stdin")
@@ -244,32 +161,58 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-k", "--top-k", type=int, default=3,
                          help="categories per title (default: %(default)s)")
 
+    search = commands.add_parser(
+        "search", help="queue a random hyperparameter search as DVC experiments",
+        description="Draw trials from the search section of params.yaml and queue each as a "
+                    "DVC experiment.")
+    search.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    search.add_argument("--trials", type=_positive, help="default: search.trials")
+    search.add_argument("--seed", type=int, help="default: search.seed")
+    search.add_argument("--model", action="append", type=_model_name,
+                        help="model(s) the trials train (repeatable; default: search.models)")
+    search.add_argument("--run", action="store_true",
+                        help="start the queue and wait for the trials, with a progress bar")
+    search.add_argument("--jobs", "-j", type=_positive, default=1,
+                        help="trials at a time with --run (default: %(default)s)")
+    search.add_argument("--force", action="store_true",
+                        help="queue trials again even if already queued or done")
+    search.add_argument("--dry-run", action="store_true",
+                        help="print the trials without queueing them")
+
+    board = commands.add_parser(
+        "leaderboard", help="rank experiments by validation balanced accuracy",
+        description="Rank experiments by validation balanced accuracy; each search trial by "
+                    "the model(s) it searched.")
+    board.add_argument("--top", type=_positive, default=10,
+                       help="experiments to show (default: %(default)s)")
+    board.add_argument("--model", action="append", type=_model_name,
+                       help="rank every experiment by this model (repeatable; default: the "
+                            "models each trial searched)")
+    board.add_argument("--apply", action="store_true",
+                       help="dvc exp apply the best experiment into the workspace")
+
     pull = commands.add_parser(
         "pull", help="dvc pull, but check out only if every object arrived intact",
         description="Fetch the outputs dvc.lock names, verify every downloaded object's hash, "
                     "and check them out only when all are intact (else change nothing).")
     pull.add_argument("-r", "--remote", help="DVC remote (default: the default remote)")
     pull.add_argument("-j", "--jobs", type=_positive, help="parallel downloads")
+
+    for name, summary in STAGES.items():
+        stage = commands.add_parser(
+            name, help=f"stage: {summary}", add_help=False,
+            description=f"{summary} (the same as `python -m meli.stages.{name}`)")
+        stage.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STAGES:
+        # The stage parses its own arguments (and --help), as under `python -m`.
+        stage = importlib.import_module(f"meli.stages.{argv[0]}")
+        return stage.main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        if args.command == "predict":
-            _predict(args)
-        elif args.command == "pull":
-            _pull(args)
-        else:
-            run, _ = STAGES[args.command]
-            run(args, load_params(args.params))
-    except MeliError as error:
-        print(f"meli {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"meli {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 141
-    return 0
+    action = {"predict": _predict, "search": _search, "leaderboard": _leaderboard,
+              "pull": _pull}[args.command]
+    return run(args.command, lambda: action(args))

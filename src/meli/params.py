@@ -11,6 +11,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,8 +19,9 @@ from typing import Any, Literal
 import yaml
 
 from meli.errors import MeliError
+from meli.layout import PARAMS_FILE
 
-PARAMS_FILE = "params.yaml"
+__all__ = ["PARAMS_FILE", "Params", "load_params", "param", "parse_params", "to_dict"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -116,7 +118,8 @@ class EmbeddingsParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Shared by both PyTorch models (train@mlp and train@cnn)."""
+    """Shared by every PyTorch model (train@mlp, train@cnn, ...); each model's own settings
+    are its section, typed in its file under meli/models/."""
 
     epochs: int = param(10, min=1, max=1000)
     batch_size: int = param(128, min=1, max=65_536)
@@ -134,33 +137,6 @@ class TrainParams:
     freeze_embeddings: bool = False
     seed: int = 42
     threads: int = param(2, min=1, max=256)
-
-
-@dataclass(frozen=True)
-class MLPParams:
-    hidden_sizes: list[int] = param([512], min_items=0)
-    activation: Literal["relu", "gelu", "tanh"] = "relu"
-    dropout: float = param(0.3, min=0.0, max=0.9)
-    # Share of known words replaced by the unknown-word id in each training batch.
-    word_dropout: float = param(0.0, min=0.0, max=0.5)
-
-    def problem(self) -> str | None:
-        if any(size < 1 for size in self.hidden_sizes):
-            return "hidden_sizes must all be >= 1"
-        return None
-
-
-@dataclass(frozen=True)
-class CNNParams:
-    filters: int = param(256, min=1, max=4096)
-    kernel_sizes: list[int] = param([1, 2, 3], min_items=1)
-    dropout: float = param(0.3, min=0.0, max=0.9)
-    word_dropout: float = param(0.1, min=0.0, max=0.5)
-
-    def problem(self) -> str | None:
-        if any(size < 1 for size in self.kernel_sizes):
-            return "kernel_sizes must all be >= 1"
-        return None
 
 
 @dataclass(frozen=True)
@@ -198,7 +174,8 @@ class SearchParams:
 
     trials: int = param(12, min=1, max=1000)
     seed: int = 0
-    models: list[Literal["mlp", "cnn"]] = param(["cnn"], min_items=1)
+    # Registered model names (see meli.models); checked by `meli search` against the registry.
+    models: list[str] = param(["cnn"], min_items=1)
     # params key -> one distribution: {choice: [values]}, {uniform: [low, high]},
     # {loguniform: [low, high]} or {int: [low, high]} (both ends included).
     space: dict[str, Any] = param({})
@@ -206,29 +183,43 @@ class SearchParams:
 
 @dataclass(frozen=True)
 class Params:
+    """The whole params.yaml: one section per pipeline stage, plus one per registered model.
+
+    Model sections (`mlp:`, `cnn:`, ...) are typed by the model registry (`meli.models`), which
+    needs PyTorch; the stages that build models pass the registry's classes to `load_params`,
+    the others leave those sections to them (a misspelled section name is still caught).
+    """
+
     data: DataParams = field(default_factory=DataParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
     featurize: FeaturizeParams = field(default_factory=FeaturizeParams)
     embeddings: EmbeddingsParams = field(default_factory=EmbeddingsParams)
     train: TrainParams = field(default_factory=TrainParams)
-    mlp: MLPParams = field(default_factory=MLPParams)
-    cnn: CNNParams = field(default_factory=CNNParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     search: SearchParams = field(default_factory=SearchParams)
+    # Model name -> its typed section; empty when loaded without the registry.
+    models: dict[str, Any] = field(default_factory=dict)
 
-    def problem(self) -> str | None:
-        from meli.search import parse_space
-
-        try:
-            parse_space(self.search.space, self)
-        except MeliError as error:
-            return str(error)
-        return None
+    def model(self, name: str) -> Any:
+        if name not in self.models:
+            raise MeliError(f"params: no section for model '{name}' (known: "
+                            f"{', '.join(self.models) or 'none loaded'})")
+        return self.models[name]
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read params.yaml into `Params`, raising MeliError with one line on any problem."""
+# The sections params.py itself types, in params.yaml's order.
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(Params)  # type: ignore[misc]
+                             if f.name != "models"}
+
+
+def load_params(path: str | Path = PARAMS_FILE,
+                models: Mapping[str, type] | None = None) -> Params:
+    """Read params.yaml into `Params`, raising MeliError with one line on any problem.
+
+    `models` maps each registered model name to its params class (`meli.models.params_classes()`);
+    without it, model sections are left unread.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -243,15 +234,40 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise MeliError(f"{path}:{where}: {problem}") from None
-    return parse_params(raw or {}, source=str(path))
+    return parse_params(raw or {}, source=str(path), models=models)
 
 
-def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
-    return _build(Params, raw, prefix="", source=source)
+def parse_params(raw: Any, source: str = PARAMS_FILE,
+                 models: Mapping[str, type] | None = None) -> Params:
+    if not isinstance(raw, dict):
+        raise MeliError(f"{source}: the top level must be a mapping of sections, got "
+                        f"{_describe(raw)}")
+    known = [*SECTIONS, *(models or {})]
+    for key in raw:
+        if key in known:
+            continue
+        hint = difflib.get_close_matches(str(key), known, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        if models is not None:
+            raise MeliError(f"{source}: unknown key '{key}'{suggestion}")
+        # Without the registry an unknown section may be a model's; a near-miss of a
+        # pipeline section's name is a typo all the same.
+        close = difflib.get_close_matches(str(key), list(SECTIONS), n=1, cutoff=0.75)
+        if close or not isinstance(raw[key], dict):
+            raise MeliError(f"{source}: unknown key '{key}'{suggestion}")
+    sections = {name: _build(kind, raw[name], prefix=f"{name}.", source=source)
+                for name, kind in SECTIONS.items() if name in raw}
+    typed_models = {name: _build(kind, raw.get(name, {}), prefix=f"{name}.", source=source)
+                    for name, kind in (models or {}).items()}
+    return Params(**sections, models=typed_models)
 
 
 def to_dict(value: Any) -> Any:
-    """Plain dict/list form of a params object (for logging and bundles)."""
+    """Plain dict/list form of a params object (for logging and bundles); a whole `Params`
+    gives the layout of params.yaml, model sections at the top level."""
+    if isinstance(value, Params):
+        plain = {name: to_dict(getattr(value, name)) for name in SECTIONS}
+        return plain | {name: to_dict(section) for name, section in value.models.items()}
     if is_dataclass(value):
         return {f.name: to_dict(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, list | tuple):

@@ -6,11 +6,15 @@ Outputs in `data/features/`:
 - `labels.json`: the category names, position = label id (copied from prepare);
 - `<split>.tokens.npy` (int32, rows x max_length, zero-padded) and `<split>.labels.npy` (int32),
   plain .npy files that training opens with `numpy.load(..., mmap_mode="r")`.
+
+Run by dvc.yaml as `python -m meli.stages.featurize`; reads the `featurize` section of params.yaml.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,74 +23,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from meli import prepare
+from meli.command import run, stage_parser
 from meli.errors import MeliError
 from meli.files import atomic_directory, write_json
-from meli.params import FeaturizeParams
+from meli.layout import (
+    FEATURES_DIR,
+    FEATURES_METRICS_FILE,
+    LABELS_FILE,
+    PREPARED_DIR,
+    SPLITS,
+    UNKNOWN,
+    VOCAB_FILE,
+    labels_path,
+    split_path,
+    tokens_path,
+)
+from meli.params import FeaturizeParams, load_params
+from meli.vocabulary import Vocabulary
 
-PAD, UNKNOWN = 0, 1
-PAD_TOKEN, UNKNOWN_TOKEN = "<pad>", "<unk>"
-VOCAB_FILE = "vocab.txt"
-LABELS_FILE = "labels.json"
+log = logging.getLogger(__name__)
+
 BATCH_ROWS = 250_000
-
-
-def tokens_path(directory: str | Path, split: str) -> Path:
-    return Path(directory) / f"{split}.tokens.npy"
-
-
-def labels_path(directory: str | Path, split: str) -> Path:
-    return Path(directory) / f"{split}.labels.npy"
-
-
-class Vocabulary:
-    """Token <-> id mapping; encodes normalized texts into fixed-length id rows."""
-
-    def __init__(self, words: list[str]):
-        self.words = words
-        self.tokens = [PAD_TOKEN, UNKNOWN_TOKEN, *words]
-        self._lookup = pa.array(words, pa.string())
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, texts: pa.Array | pa.ChunkedArray, max_length: int) -> np.ndarray:
-        """Token ids of space-separated texts, truncated or padded to `max_length` columns.
-
-        Unknown words get UNKNOWN; a text with no words at all gets one UNKNOWN, so that every
-        row has at least one real position for the models to pool over.
-        """
-        return self.encode_with_lengths(texts, max_length)[0]
-
-    def encode_with_lengths(self, texts: pa.Array | pa.ChunkedArray,
-                            max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        """`encode`, plus each text's number of words before truncation."""
-        if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks()
-        lists = pc.utf8_split_whitespace(pc.fill_null(texts, ""))
-        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
-        flat = pc.list_flatten(lists)
-        ids = pc.fill_null(pc.add(pc.index_in(flat, value_set=self._lookup), 2), UNKNOWN)
-        ids = ids.to_numpy().astype(np.int32)
-        rows = np.repeat(np.arange(len(texts)), lengths)
-        starts = np.cumsum(lengths) - lengths
-        position = np.arange(len(flat)) - np.repeat(starts, lengths)
-        inside = position < max_length
-        encoded = np.zeros((len(texts), max_length), dtype=np.int32)
-        encoded[rows[inside], position[inside]] = ids[inside]
-        encoded[lengths == 0, 0] = UNKNOWN
-        return encoded, lengths
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text("\n".join(self.tokens) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> Vocabulary:
-        tokens = Path(path).read_text(encoding="utf-8").split("\n")[:-1]
-        if tokens[:2] != [PAD_TOKEN, UNKNOWN_TOKEN]:
-            raise MeliError(f"{path}: not a vocabulary file (must start with {PAD_TOKEN}, "
-                            f"{UNKNOWN_TOKEN})")
-        return cls(tokens[2:])
 
 
 @dataclass
@@ -116,7 +73,7 @@ def build_vocabulary(train_path: Path, min_count: int, max_size: int) -> Vocabul
 def featurize(params: FeaturizeParams, prepared_dir: str | Path, output_dir: str | Path,
               metrics_path: str | Path) -> FeaturizeResult:
     prepared_dir = Path(prepared_dir)
-    train_path = prepare.split_path(prepared_dir, "train")
+    train_path = split_path(prepared_dir, "train")
     if not train_path.exists():
         raise MeliError(f"{train_path}: not found; run the prepare stage first")
     vocabulary = build_vocabulary(train_path, params.min_count, params.max_size)
@@ -124,10 +81,10 @@ def featurize(params: FeaturizeParams, prepared_dir: str | Path, output_dir: str
     rows = {}
     with atomic_directory(output_dir) as partial:
         vocabulary.save(partial / VOCAB_FILE)
-        shutil.copyfile(prepared_dir / prepare.LABELS_FILE, partial / LABELS_FILE)
-        for split in prepare.SPLITS:
+        shutil.copyfile(prepared_dir / LABELS_FILE, partial / LABELS_FILE)
+        for split in SPLITS:
             stats = _encode_split(vocabulary, params.max_length,
-                                  prepare.split_path(prepared_dir, split), partial, split)
+                                  split_path(prepared_dir, split), partial, split)
             rows[split] = stats["rows"]
             summary[split] = stats
     write_json(metrics_path, summary)
@@ -160,3 +117,20 @@ def _encode_split(vocabulary: Vocabulary, max_length: int, source: Path, directo
         "unknown_token_rate": round(unknown / words, 6) if words else 0.0,
         "truncated_rate": round(truncated / total, 6) if total else 0.0,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("featurize", __doc__)
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        result = featurize(params.featurize, PREPARED_DIR, FEATURES_DIR, FEATURES_METRICS_FILE)
+        log.info("featurize: vocabulary of %d tokens; rows %s", result.vocabulary_size,
+                 result.rows)
+
+    return run("featurize", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,27 +8,41 @@ line by line and only the vocabulary's rows are kept, so a multi-GB file never s
 Outputs in `models/embeddings/`: `matrix.npy` (float32, one row per vocabulary id; padding and
 unknown rows are zero), `fasttext.bin` (the trained model, when one was trained) and
 `summary.json` (dimension, coverage).
+
+Run by dvc.yaml as `python -m meli.stages.embeddings`; reads the `embeddings` section of
+params.yaml.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from meli import fasttext_training, featurize, prepare
+from meli import fasttext_training
+from meli.command import run, stage_parser
 from meli.errors import MeliError
 from meli.files import atomic_directory, read_json, write_json
-from meli.params import EmbeddingsParams, TextParams
+from meli.layout import (
+    EMBEDDINGS_DIR,
+    FEATURES_DIR,
+    MATRIX_FILE,
+    NORMALIZATION_FILE,
+    PREPARED_DIR,
+    VOCAB_FILE,
+    split_path,
+)
+from meli.params import EmbeddingsParams, TextParams, load_params
 from meli.text import normalize
+from meli.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
-MATRIX_FILE = "matrix.npy"
 MODEL_FILE = "fasttext.bin"
 SUMMARY_FILE = "summary.json"
 
@@ -42,21 +56,21 @@ class EmbeddingsResult:
 
 def build_embeddings(params: EmbeddingsParams, prepared_dir: str | Path,
                      features_dir: str | Path, output_dir: str | Path) -> EmbeddingsResult:
-    for needed, stage in ((Path(features_dir) / featurize.VOCAB_FILE, "featurize"),
-                          (prepare.split_path(prepared_dir, "train"), "prepare")):
+    for needed, stage in ((Path(features_dir) / VOCAB_FILE, "featurize"),
+                          (split_path(prepared_dir, "train"), "prepare")):
         if not needed.exists():
             raise MeliError(f"{needed}: not found; run the {stage} stage first")
-    vocabulary = featurize.Vocabulary.load(Path(features_dir) / featurize.VOCAB_FILE)
+    vocabulary = Vocabulary.load(Path(features_dir) / VOCAB_FILE)
     with atomic_directory(output_dir) as partial:
         if params.pretrained:
-            normalization = read_json(Path(prepared_dir) / prepare.NORMALIZATION_FILE)
+            normalization = read_json(Path(prepared_dir) / NORMALIZATION_FILE)
             text_settings = TextParams(**normalization)
             matrix, covered = read_vectors(params.pretrained, vocabulary, text_settings,
                                            params.seed)
             origin = params.pretrained
         else:
             corpus = partial / "corpus.txt"
-            _write_corpus(prepare.split_path(prepared_dir, "train"), corpus)
+            _write_corpus(split_path(prepared_dir, "train"), corpus)
             model = train_fasttext(corpus, params)
             corpus.unlink()
             model.save_model(str(partial / MODEL_FILE))
@@ -86,7 +100,7 @@ def train_fasttext(corpus: Path, params: EmbeddingsParams):
                                    "the training titles", "embeddings.learning_rate")
 
 
-def read_vectors(path: str, vocabulary: featurize.Vocabulary, text_settings: TextParams,
+def read_vectors(path: str, vocabulary: Vocabulary, text_settings: TextParams,
                  seed: int) -> tuple[np.ndarray, int]:
     """Rows of a `.vec(.gz)` file for the vocabulary's words, streamed line by line.
 
@@ -155,5 +169,18 @@ def _write_corpus(train_path: Path, corpus: Path) -> None:
             out.writelines(text + "\n" for text in batch.column("text").to_pylist())
 
 
-def load_matrix(directory: str | Path) -> np.ndarray:
-    return np.load(Path(directory) / MATRIX_FILE)
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("embeddings", __doc__)
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        result = build_embeddings(params.embeddings, PREPARED_DIR, FEATURES_DIR, EMBEDDINGS_DIR)
+        log.info("embeddings: %d x %d matrix, %d words with their own vector",
+                 result.vocabulary_size, result.dim, result.covered)
+
+    return run("embeddings", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,10 @@
 """`meli leaderboard`: experiments ranked by validation balanced accuracy, from `dvc exp show`.
 
+Each experiment is ranked by the models in its own params' `search.models`, which `meli search`
+sets to the models the trial trained (a trial of the MLP leaves the CNN's figures of its commit
+in place: ranking it by them would rank every MLP trial alike). A commit's own row is shown for
+the models its experiments searched. `--model` ranks every row by the models named instead.
+
 The test figure is shown beside the validation one but never used to rank: choosing among many
 trials by their test score would make that score optimistic. Failed trials are listed after the
 ranked ones with the last error line of their log; queued and running ones are counted.
@@ -8,11 +13,14 @@ ranked ones with the last error line of their log; queued and running ones are c
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meli.errors import MeliError
+from meli.experiments import commands
+from meli.layout import model_metrics_path, train_results_dir
 
 BASELINE = "(baseline)"
 
@@ -56,8 +64,26 @@ def _last_error(log: str | None) -> str | None:
     return (mine or lines or [None])[-1]
 
 
-def collect(exp_show: list[dict], models: list[str]) -> list[Entry]:
-    """One entry per (experiment, model) from `dvc exp show --json`, plus the baseline commit."""
+def searched_models(params: dict[str, Any], known: Sequence[str]) -> list[str]:
+    """The registered models in flattened params' `search.models`, in the registry's order."""
+    listed = params.get("search.models")
+    listed = listed if isinstance(listed, list) else []
+    return [model for model in known if model in listed]
+
+
+def collect(exp_show: list[dict], models: Sequence[str] | None = None,
+            known: Sequence[str] | None = None) -> list[Entry]:
+    """One entry per (experiment, model) from `dvc exp show --json`, plus each commit's own row.
+
+    Without `models`, each experiment counts for the models of its own params' `search.models`,
+    and a commit's row for those its experiments searched (its own `search.models` when it has
+    none). `known` is the registry's model names (`meli.models.names()` when not given): an
+    experiment whose params name none of them counts for all of them.
+    """
+    if known is None:
+        from meli.models import names
+
+        known = names()
     entries = []
     for baseline in exp_show:
         if baseline.get("rev") == "workspace":
@@ -67,21 +93,30 @@ def collect(exp_show: list[dict], models: list[str]) -> list[Entry]:
             revision = (experiment.get("revs") or [{}])[0]
             rows.append((experiment.get("name") or revision.get("rev", "?")[:7],
                          revision.get("data") or {}, experiment.get("executor") or {}))
-        for name, data, executor in rows:
+        parsed = [(name, data, executor, _params_of(data)) for name, data, executor in rows]
+        searched = [searched_models(params, known) for *_, params in parsed]
+        union = [model for model in known if any(model in each for each in searched[1:])]
+        searched[0] = union or searched[0]
+        for (name, data, executor, params), own in zip(parsed, searched, strict=True):
             state = executor.get("state") or "success"
-            params = _flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data")
-                              or {})
             metrics = data.get("metrics") or {}
             error = _last_error((executor.get("local") or {}).get("log")) \
                 if state == "failed" else None
-            for model in models:
+            for model in models or own or known:
+                # `dvc exp show` names metrics files with forward slashes.
                 entries.append(Entry(
                     name=name, model=model, state=state,
-                    validation=_metric(metrics, f"results/train/{model}/metrics.json",
+                    validation=_metric(metrics,
+                                       (train_results_dir(model) / "metrics.json").as_posix(),
                                        "best", "validation_balanced_accuracy"),
-                    test=_metric(metrics, f"metrics/{model}.json", "test", "balanced_accuracy"),
+                    test=_metric(metrics, model_metrics_path(model).as_posix(), "test",
+                                 "balanced_accuracy"),
                     params=params, error=error))
     return entries
+
+
+def _params_of(data: dict) -> dict[str, Any]:
+    return _flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
 
 
 def rank(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[Entry]]:
@@ -127,11 +162,10 @@ def _short(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
-def leaderboard(models: list[str], top: int) -> tuple[str, list[Entry]]:
-    from meli.search import dvc
-
-    shown = json.loads(dvc("exp", "show", "--json", "--no-fetch").stdout or "[]")
-    done, failed, pending = rank(collect(shown, models))
+def leaderboard(models: Sequence[str] | None, top: int) -> tuple[str, list[Entry]]:
+    """The table of the `top` best, and every ranked entry (best first). With `models`, every
+    row is ranked by those models; without, each by the models it searched."""
+    done, failed, pending = rank(collect(commands.exp_show(), models))
     if not done and not failed and not pending:
         raise MeliError("no experiments yet: run `meli search` and `dvc queue start`, or "
                         "`dvc exp run`")
@@ -139,12 +173,11 @@ def leaderboard(models: list[str], top: int) -> tuple[str, list[Entry]]:
 
 
 def apply_best(done: list[Entry]) -> str:
-    from meli.search import dvc
-
+    """`dvc exp apply` the best entry's experiment; its name."""
     if not done or all(entry.name == BASELINE for entry in done):
         raise MeliError("no successful experiment to apply")
     best = done[0]
     if best.name == BASELINE:
         raise MeliError("the last commit's params are already the best: nothing to apply")
-    dvc("exp", "apply", best.name)
+    commands.dvc("exp", "apply", best.name)
     return best.name

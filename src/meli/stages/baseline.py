@@ -3,10 +3,14 @@
 It reads the same normalized titles as the PyTorch models, is bundled the same way
 (`models/fasttext/`) and logs its validation figures with dvclive like them, so `dvc exp show`
 and `meli leaderboard` compare the three side by side.
+
+Run by dvc.yaml as `python -m meli.stages.baseline`; reads the `baseline` section of params.yaml.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +18,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from meli import bundle, fasttext_training, metrics, prepare
+from meli import bundle, fasttext_training, metrics
+from meli.command import run, stage_parser
 from meli.errors import MeliError
 from meli.files import read_json
-from meli.params import BaselineParams, to_dict
+from meli.layout import (
+    LABELS_FILE,
+    NORMALIZATION_FILE,
+    PREPARED_DIR,
+    bundle_dir,
+    split_path,
+    train_results_dir,
+)
+from meli.params import BaselineParams, load_params, to_dict
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,11 +47,11 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     from dvclive import Live
 
     prepared_dir, output_dir = Path(prepared_dir), Path(output_dir)
-    train_path = prepare.split_path(prepared_dir, "train")
+    train_path = split_path(prepared_dir, "train")
     if not train_path.exists():
         raise MeliError(f"{train_path}: not found; run the prepare stage first")
-    labels = read_json(prepared_dir / prepare.LABELS_FILE)
-    normalization = read_json(prepared_dir / prepare.NORMALIZATION_FILE)
+    labels = read_json(prepared_dir / LABELS_FILE)
+    normalization = read_json(prepared_dir / NORMALIZATION_FILE)
     scratch = output_dir.parent / f".{output_dir.name}.corpus.txt"
     started = time.perf_counter()
     try:
@@ -53,8 +68,11 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     bundle.write_fasttext_bundle(output_dir, model=model, labels=labels,
                                  normalization=normalization,
                                  details={"baseline": to_dict(params)})
-    classifier = bundle.load_classifier(output_dir)
-    validation = pq.read_table(prepare.split_path(prepared_dir, "validation"),
+    # Scored through the bundle just written, exactly as `meli predict` will use it.
+    files = bundle.read_bundle(output_dir)
+    classifier = bundle.FastTextClassifier(files.directory, files.config, files.labels,
+                                           files.normalization)
+    validation = pq.read_table(split_path(prepared_dir, "validation"),
                                columns=["title", "label"])
     true = validation.column("label").to_numpy().astype(np.int64)
     predicted = classifier.predict(validation.column("title"))
@@ -77,3 +95,22 @@ def _write_labelled_corpus(train_path: Path, corpus: Path) -> None:
             for text, label in zip(batch.column("text").to_pylist(),
                                    batch.column("label").to_pylist(), strict=True):
                 out.write(f"__label__{label} {text}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("baseline", __doc__)
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        result = train_baseline(params.baseline, PREPARED_DIR, bundle_dir("fasttext"),
+                                train_results_dir("fasttext"))
+        log.info("baseline fasttext: validation balanced accuracy %.4f, accuracy %.4f (%.1fs)",
+                 result.validation_balanced_accuracy, result.validation_accuracy,
+                 result.seconds)
+
+    return run("baseline", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

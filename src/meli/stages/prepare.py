@@ -9,12 +9,15 @@ Two streaming passes keep memory flat for tens of millions of rows:
 Every dropped row is counted by reason in `metrics/data.json`; rows dropped because they are
 broken, duplicated or of a too-rare category are also written, with the reason, to
 `rejected.jsonl` (rows left out by the `languages`/`label_quality` selection are only counted).
+
+Run by dvc.yaml as `python -m meli.stages.prepare`; reads the `prepare` section of params.yaml.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,18 +29,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from meli import ingest
+from meli.command import run, stage_parser
 from meli.errors import MeliError
 from meli.files import atomic_directory, read_json, write_json
-from meli.params import PrepareParams, to_dict
+from meli.layout import (
+    DATA_METRICS_FILE,
+    LABELS_FILE,
+    NORMALIZATION_FILE,
+    PREPARED_DIR,
+    RAW_DIR,
+    RAW_TABLE_FILE,
+    REJECTED_FILE,
+    SOURCE_FILE,
+    SPLITS,
+    split_path,
+)
+from meli.params import PrepareParams, load_params, to_dict
 from meli.text import normalize
 
 log = logging.getLogger(__name__)
 
-SPLITS = ingest.SPLITS
-LABELS_FILE = "labels.json"
-NORMALIZATION_FILE = "normalization.json"
-REJECTED_FILE = "rejected.jsonl"
 SCHEMA = pa.schema(
     [
         ("title", pa.string()),
@@ -60,20 +71,16 @@ class PrepareResult:
     split: str
 
 
-def split_path(directory: str | Path, split: str) -> Path:
-    return Path(directory) / f"{split}.parquet"
-
-
 def prepare(params: PrepareParams, raw_dir: str | Path, output_dir: str | Path,
             metrics_path: str | Path) -> PrepareResult:
     raw_dir = Path(raw_dir)
-    table_path = raw_dir / ingest.TABLE_FILE
+    table_path = raw_dir / RAW_TABLE_FILE
     if not table_path.exists():
         raise MeliError(f"{table_path}: not found; run the ingest stage first")
     with atomic_directory(output_dir) as partial:
         dropped: Counter[str] = Counter()
         with (partial / REJECTED_FILE).open("w", encoding="utf-8") as rejected:
-            dropped.update(_copy_ingest_rejections(raw_dir / ingest.REJECTED_FILE, rejected))
+            dropped.update(_copy_ingest_rejections(raw_dir / REJECTED_FILE, rejected))
             rows = _filter_and_normalize(params, table_path, partial / _SCRATCH_FILE, rejected,
                                          dropped)
             decision = _decide_rows(rows, params, table_path, dropped)
@@ -82,7 +89,7 @@ def prepare(params: PrepareParams, raw_dir: str | Path, output_dir: str | Path,
         (partial / _SCRATCH_FILE).unlink()
         write_json(partial / LABELS_FILE, decision.categories)
         write_json(partial / NORMALIZATION_FILE, to_dict(params.text))
-    source = read_json(raw_dir / ingest.SOURCE_FILE)
+    source = read_json(raw_dir / SOURCE_FILE)
     rows_kept = sum(counts.values())
     metrics = {
         "rows_read": source["rows_read"],
@@ -299,3 +306,21 @@ def _write_rejected(rejected: Any, row: dict[str, Any], kind: str, reason: str) 
              "row": {key: row.get(key) for key in ("title", "category", "language",
                                                    "label_quality")}}
     rejected.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("prepare", __doc__)
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        result = prepare(params.prepare, RAW_DIR, PREPARED_DIR, DATA_METRICS_FILE)
+        rows = ", ".join(f"{split} {count}" for split, count in result.rows.items())
+        log.info("prepare: %d classes; %s (%s split); dropped %s", result.classes, rows,
+                 result.split, result.dropped or "nothing")
+
+    return run("prepare", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

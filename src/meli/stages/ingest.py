@@ -1,5 +1,7 @@
 """ingest: read `data.source` into one canonical table, `data/raw/titles.parquet`.
 
+Run by dvc.yaml as `python -m meli.stages.ingest`; reads the `data` section of params.yaml.
+
 Sources, told apart by their content rather than their name:
 - `sample`: the synthetic set of `meli.sample`, generated offline;
 - JSON lines, plain or gzip/bz2-compressed (the course's `spanish.train.jsonl.gz` and friends);
@@ -25,6 +27,7 @@ import logging
 import lzma
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -40,9 +43,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meli import sample
+from meli.command import run, stage_parser
 from meli.errors import MeliError
 from meli.files import atomic_directory, write_json
-from meli.params import DataParams
+from meli.layout import RAW_DIR, RAW_TABLE_FILE, REJECTED_FILE, SOURCE_FILE, SPLITS
+from meli.params import DataParams, load_params
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +61,6 @@ SCHEMA = pa.schema(
         ("split", pa.string()),
     ]
 )
-TABLE_FILE = "titles.parquet"
-REJECTED_FILE = "rejected.jsonl"
-SOURCE_FILE = "source.json"
-SPLITS = ("train", "validation", "test")
 CSV_COLUMNS = ("title", "label_quality", "language", "category")
 BATCH_ROWS = 100_000
 DOWNLOAD_TIMEOUT_S = 30
@@ -112,7 +113,7 @@ class _TableSink:
 
     def __init__(self, directory: Path, max_title_chars: int):
         self.max_title_chars = max_title_chars
-        self.writer = pq.ParquetWriter(directory / TABLE_FILE, SCHEMA)
+        self.writer = pq.ParquetWriter(directory / RAW_TABLE_FILE, SCHEMA)
         self.rejected = (directory / REJECTED_FILE).open("w", encoding="utf-8")
         self.columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
         self.rows_read = self.rows_written = self.rows_rejected = 0
@@ -399,3 +400,21 @@ def _read_tar(stream: IO[bytes], name: str, sink: _TableSink) -> None:
     if not found:
         raise MeliError(f"{name}: tar archive holds no <language>.<split>.jsonl(.gz) members "
                         f"(expected e.g. spanish.train.jsonl.gz)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("ingest", __doc__)
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        result = ingest(params.data, RAW_DIR)
+        log.info("ingest: %d rows read from %s (%s), %d written to %s, %d rejected",
+                 result.rows_read, params.data.source, result.format, result.rows_written,
+                 RAW_DIR, result.rows_rejected)
+
+    return run("ingest", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,11 @@
-"""train: fit the MLP or the CNN on the training split, keep the best epoch, write a bundle.
+"""train: fit one registered PyTorch model on the training split, keep the best epoch, bundle it.
 
 A plain `train(...)`/`evaluate(...)` pair: seeds first, then one pass over shuffled batches per
 epoch, a validation pass, a dvclive step. The epoch with the best validation balanced accuracy
 wins; training stops after `patience` epochs without improvement.
+
+Run by dvc.yaml as `python -m meli.stages.train <model>` for each model of the registry
+(meli.models); reads the `train` section and the model's own section of params.yaml.
 """
 
 from __future__ import annotations
@@ -11,20 +14,38 @@ import copy
 import logging
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from meli import bundle, embeddings, featurize, metrics, prepare
+from meli import bundle, metrics
+from meli.command import run, stage_parser
 from meli.errors import MeliError
 from meli.files import read_json
-from meli.models import build_model
-from meli.params import CNNParams, MLPParams, TrainParams, to_dict
+from meli.layout import (
+    EMBEDDINGS_DIR,
+    FEATURES_DIR,
+    LABELS_FILE,
+    MATRIX_FILE,
+    NORMALIZATION_FILE,
+    PREPARED_DIR,
+    UNKNOWN,
+    VOCAB_FILE,
+    bundle_dir,
+    labels_path,
+    tokens_path,
+    train_results_dir,
+)
+from meli.models import build_model, names, params_classes
+from meli.params import TrainParams, load_params, to_dict
+from meli.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +57,11 @@ class Split:
 
     @classmethod
     def load(cls, directory: Path, name: str) -> Split:
-        path = featurize.tokens_path(directory, name)
+        path = tokens_path(directory, name)
         if not path.exists():
             raise MeliError(f"{path}: not found; run the featurize stage first")
         return cls(np.load(path, mmap_mode="r"),
-                   np.load(featurize.labels_path(directory, name), mmap_mode="r"))
+                   np.load(labels_path(directory, name), mmap_mode="r"))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -78,8 +99,7 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
-def model_config(architecture: str, model_params: MLPParams | CNNParams,
-                 freeze_embeddings: bool) -> dict:
+def model_config(model_params: Any, freeze_embeddings: bool) -> dict:
     """The model's constructor arguments (word dropout is part of training, not the model)."""
     config = to_dict(model_params)
     del config["word_dropout"]
@@ -131,8 +151,8 @@ def drop_words(tokens: torch.Tensor, rate: float, generator: torch.Generator) ->
     """
     if rate <= 0:
         return tokens
-    hidden = (torch.rand(tokens.shape, generator=generator) < rate) & (tokens > featurize.UNKNOWN)
-    return tokens.masked_fill(hidden, featurize.UNKNOWN)
+    hidden = (torch.rand(tokens.shape, generator=generator) < rate) & (tokens > UNKNOWN)
+    return tokens.masked_fill(hidden, UNKNOWN)
 
 
 def train_epoch(model: nn.Module, data: Split, loss_function: nn.Module,
@@ -163,20 +183,34 @@ def train_epoch(model: nn.Module, data: Split, loss_function: nn.Module,
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: Split, loss_function: nn.Module,
+def evaluate(model: nn.Module, data: Split, loss_function: nn.CrossEntropyLoss,
              num_classes: int, batch_size: int = 2048) -> tuple[float, float, float]:
-    """Loss, balanced accuracy and accuracy of `model` on `data`."""
-    probabilities = bundle.probabilities_of(model, data.tokens, batch_size)
+    """Loss, balanced accuracy and accuracy of `model` on `data`.
+
+    The loss is training's own cross-entropy (same smoothing and class weights) on the logits,
+    summed over batches and divided by the total weight, as one batch of every row would be.
+    """
+    model.eval()
     labels = np.asarray(data.labels, dtype=np.int64)
-    # Cross-entropy from the probabilities, with the same smoothing and weights as training.
-    logits = torch.from_numpy(np.log(np.maximum(probabilities, 1e-12)))
-    loss = float(loss_function(logits, torch.from_numpy(labels))) if len(labels) else 0.0
-    predicted = probabilities.argmax(axis=1) if len(labels) else labels
-    return (loss, metrics.balanced_accuracy(labels, predicted, num_classes),
-            metrics.accuracy(labels, predicted))
+    if not len(labels):
+        return 0.0, float("nan"), float("nan")
+    summed = nn.CrossEntropyLoss(weight=loss_function.weight, reduction="sum",
+                                 label_smoothing=loss_function.label_smoothing)
+    total_loss, predicted = 0.0, []
+    for start in range(0, len(labels), batch_size):
+        tokens = torch.from_numpy(np.array(data.tokens[start:start + batch_size]))
+        target = torch.from_numpy(labels[start:start + batch_size])
+        logits = model(tokens)
+        total_loss += float(summed(logits, target))
+        predicted.append(logits.argmax(dim=1).numpy())
+    weight = loss_function.weight
+    total_weight = float(weight[labels].sum()) if weight is not None else float(len(labels))
+    predictions = np.concatenate(predicted)
+    return (total_loss / total_weight, metrics.balanced_accuracy(labels, predictions, num_classes),
+            metrics.accuracy(labels, predictions))
 
 
-def train(architecture: str, params: TrainParams, model_params: MLPParams | CNNParams,
+def train(architecture: str, params: TrainParams, model_params: Any,
           features_dir: str | Path, embeddings_dir: str | Path, prepared_dir: str | Path,
           output_dir: str | Path, live_dir: str | Path) -> TrainResult:
     """Train one model and write its bundle to `output_dir` and its dvclive log to `live_dir`."""
@@ -186,9 +220,9 @@ def train(architecture: str, params: TrainParams, model_params: MLPParams | CNNP
     seed_everything(params.seed, params.threads)
     train_split = Split.load(features_dir, "train")
     validation = Split.load(features_dir, "validation")
-    labels = read_json(features_dir / featurize.LABELS_FILE)
-    matrix = torch.from_numpy(embeddings.load_matrix(embeddings_dir))
-    config = model_config(architecture, model_params, params.freeze_embeddings)
+    labels = read_json(features_dir / LABELS_FILE)
+    matrix = torch.from_numpy(np.load(Path(embeddings_dir) / MATRIX_FILE))
+    config = model_config(model_params, params.freeze_embeddings)
     model = build_model(architecture, config, matrix, len(labels))
     weights = class_weights(np.asarray(train_split.labels), len(labels), params.class_weighting)
     loss_function = nn.CrossEntropyLoss(weight=weights, label_smoothing=params.label_smoothing)
@@ -240,9 +274,9 @@ def train(architecture: str, params: TrainParams, model_params: MLPParams | CNNP
     throughput = epoch * len(train_split) / max(train_seconds, 1e-9)
     bundle.write_torch_bundle(
         output_dir, architecture=architecture, model_config=config, state_dict=best_state,
-        vocabulary=featurize.Vocabulary.load(features_dir / featurize.VOCAB_FILE),
+        vocabulary=Vocabulary.load(features_dir / VOCAB_FILE),
         max_length=int(train_split.tokens.shape[1]), labels=labels,
-        normalization=read_json(prepared_dir / prepare.NORMALIZATION_FILE),
+        normalization=read_json(prepared_dir / NORMALIZATION_FILE),
         details={"best_epoch": best_epoch,
                  "validation_balanced_accuracy": best.validation_balanced_accuracy,
                  "train": to_dict(params)})
@@ -258,3 +292,25 @@ def _log_epoch(live, result: EpochResult) -> None:
     live.log_metric("learning_rate", result.learning_rate)
     live.log_metric("epoch_seconds", result.seconds)
     live.next_step()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("train", __doc__)
+    parser.add_argument("model", choices=names(), help="the registered model to train")
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params, models=params_classes())
+        result = train(args.model, params.train, params.model(args.model), FEATURES_DIR,
+                       EMBEDDINGS_DIR, PREPARED_DIR, bundle_dir(args.model),
+                       train_results_dir(args.model))
+        log.info("train %s: best epoch %d of %d, validation balanced accuracy %.4f, accuracy "
+                 "%.4f; %.0f titles/s while training", args.model, result.best_epoch,
+                 result.epochs_run, result.validation_balanced_accuracy,
+                 result.validation_accuracy, result.train_titles_per_second)
+
+    return run("train", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,11 +3,16 @@
 Writes `metrics/<name>.json` (balanced accuracy, accuracy, macro F1) and, under
 `results/evaluate/<name>/`, the per-class recall table and the rows of a confusion plot limited to
 the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
+
+Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
+included; reads the `evaluate` section of params.yaml.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,10 +21,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from meli import bundle, metrics, prepare
+from meli import metrics
+from meli.classify import load_classifier
+from meli.command import run, stage_parser
 from meli.errors import MeliError
 from meli.files import read_json, write_json
-from meli.params import EvaluateParams
+from meli.layout import (
+    LABELS_FILE,
+    PREPARED_DIR,
+    bundle_dir,
+    evaluate_results_dir,
+    model_metrics_path,
+    split_path,
+)
+from meli.params import EvaluateParams, load_params
+
+log = logging.getLogger(__name__)
 
 RECALL_FILE = "per_class_recall.csv"
 CONFUSION_FILE = "confusion.csv"
@@ -37,12 +54,12 @@ class EvaluateResult:
 def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str | Path,
              metrics_path: str | Path, plots_dir: str | Path) -> EvaluateResult:
     prepared_dir, plots_dir = Path(prepared_dir), Path(plots_dir)
-    classifier = bundle.load_classifier(bundle_dir)
-    labels = read_json(prepared_dir / prepare.LABELS_FILE)
+    classifier = load_classifier(bundle_dir)
+    labels = read_json(prepared_dir / LABELS_FILE)
     if classifier.labels != labels:
         raise MeliError(f"{bundle_dir}: its categories differ from {prepared_dir}'s; the model "
                         f"was trained on other data, rerun `dvc repro`")
-    test_path = prepare.split_path(prepared_dir, "test")
+    test_path = split_path(prepared_dir, "test")
     test = pq.read_table(test_path, columns=["title", "label"])
     if len(test) == 0:
         raise MeliError(f"{test_path}: the test split is empty")
@@ -102,3 +119,23 @@ def _write_confusion(path: Path, true: np.ndarray, predicted: np.ndarray, labels
         for actual, guess in zip(true.tolist(), predicted.tolist(), strict=True):
             if actual in involved and guess in involved:
                 writer.writerow([labels[actual], labels[guess]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("evaluate", __doc__)
+    parser.add_argument("model", help="the bundle to score: models/<model>")
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        result = evaluate(params.evaluate, bundle_dir(args.model), PREPARED_DIR,
+                          model_metrics_path(args.model), evaluate_results_dir(args.model))
+        log.info("evaluate %s: test balanced accuracy %.4f, accuracy %.4f, macro F1 %.4f on %d "
+                 "titles; %.0f titles/s", args.model, result.balanced_accuracy, result.accuracy,
+                 result.macro_f1, result.rows, result.titles_per_second)
+
+    return run("evaluate", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

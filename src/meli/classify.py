@@ -1,0 +1,29 @@
+"""Load any model bundle, PyTorch or fastText, as a `Classifier` (what predict and evaluate use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meli.bundle import (
+    CONFIG_FILE,
+    FASTTEXT_ARCHITECTURE,
+    Classifier,
+    FastTextClassifier,
+    read_bundle,
+)
+from meli.errors import MeliError
+from meli.models import ARCHITECTURES
+from meli.models.classifier import TorchClassifier
+
+
+def load_classifier(directory: str | Path) -> Classifier:
+    """Load a bundle written by train or baseline, checking that it is complete and compatible."""
+    files = read_bundle(directory)
+    if files.architecture == FASTTEXT_ARCHITECTURE:
+        kind: type[Classifier] = FastTextClassifier
+    elif isinstance(files.architecture, str) and files.architecture in ARCHITECTURES:
+        kind = TorchClassifier
+    else:
+        raise MeliError(f"{files.directory / CONFIG_FILE}: unknown architecture "
+                        f"{files.architecture!r}")
+    return kind(files.directory, files.config, files.labels, files.normalization)

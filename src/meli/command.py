@@ -1,0 +1,39 @@
+"""How every command ends: one line on stderr and a non-zero exit for a user's mistake.
+
+Each stage module (`python -m meli.stages.<name>`, the form dvc.yaml runs) and the `meli`
+command for people go through `run`, so a MeliError never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from meli.errors import MeliError
+from meli.layout import PARAMS_FILE
+
+
+def stage_parser(stage: str, description: str | None) -> argparse.ArgumentParser:
+    """The argument parser of a pipeline stage: `--params` and whatever the stage adds."""
+    summary = (description or "").strip().splitlines()[0] if description else None
+    parser = argparse.ArgumentParser(prog=f"python -m meli.stages.{stage}", description=summary)
+    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    return parser
+
+
+def run(name: str, action: Callable[[], None]) -> int:
+    """Run `action` as the command `name`; return the process exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        action()
+    except MeliError as error:
+        print(f"meli {name}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"meli {name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    return 0

@@ -1,0 +1,138 @@
+"""Random hyperparameter search through the DVC experiment queue (`meli search`).
+
+DVC offers grids (`-S key=a,b`) but no random search. The `search:` section of params.yaml
+names the models a search trains and describes a space, one distribution per params key (the
+grammar is in `meli.experiments.space`):
+
+    search:
+      trials: 12
+      seed: 0
+      models: [cnn]
+      space:
+        train.learning_rate: {loguniform: [0.0005, 0.01]}
+        cnn.kernel_sizes: {choice: [[1, 2, 3], [2, 3, 4]]}
+        cnn.filters: {int: [128, 512]}
+
+`meli search` draws the trials from the seed (the same seed and count give the same trials),
+checks each against the params' types and ranges, and queues one `dvc exp run --queue` per trial
+that reproduces only the chosen models' stages. Each trial also records the models it searched
+(`-S search.models=[...]`, a section no stage reads) so that the leaderboard ranks it by them.
+`dvc queue start` (or `--run`) runs them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from meli.errors import MeliError
+from meli.experiments import commands
+from meli.experiments.space import digest, draw, parse_space, with_values
+from meli.models import names, params_classes
+from meli.params import Params, parse_params, to_dict
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str
+    values: dict[str, Any]  # params key -> the value drawn
+
+    def set_params(self) -> list[str]:
+        """`-S key=value` arguments for `dvc exp run`."""
+        return [argument for key, value in self.values.items()
+                for argument in ("-S", f"{key}={_yaml(value)}")]
+
+
+def _yaml(value: Any) -> str:
+    """A value written as one line of YAML that reads back as the same value (JSON would write
+    1e-05, which YAML reads as a string); lists in flow style, `[mlp, cnn]`."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000)
+    return text.removesuffix("\n").removesuffix("\n...")  # YAML's end-of-document mark
+
+
+def check_models(models: Sequence[str]) -> list[str]:
+    """The models, each a registered one (`meli.models`) named once."""
+    if not models:
+        raise MeliError("search.models: name at least one model "
+                        f"(registered: {', '.join(names())})")
+    for model in models:
+        if model not in names():
+            raise MeliError(f"search.models: unknown model '{model}' (registered: "
+                            f"{', '.join(names())})")
+    if len(set(models)) != len(models):
+        raise MeliError(f"search.models: a model is named twice in {', '.join(models)}")
+    return list(models)
+
+
+def sample_trials(params: Params, trials: int, seed: int, models: Sequence[str]) -> list[Trial]:
+    """`trials` distinct configurations drawn from the seed, each valid params.
+
+    `params` must hold the model sections (`load_params(models=meli.models.params_classes())`):
+    each trial is the whole params with its values set, validated as params.yaml would be.
+    """
+    models = check_models(models)
+    missing = [name for name in names() if name not in params.models]
+    if missing:
+        raise ValueError(f"sample_trials needs params loaded with the model registry (no "
+                         f"section for {', '.join(missing)})")
+    # A trial of some models leaves the other models' sections as they are.
+    others = set(names()) - set(models)
+    dimensions = [dimension for dimension in parse_space(params.search.space, params)
+                  if dimension.section not in others]
+    if not dimensions:
+        raise MeliError(f"search.space has no key for {', '.join(models)}: give at least one "
+                        f"params key and its distribution (see params.yaml)")
+    plain = to_dict(params)
+    rng = random.Random(seed)
+    found: list[Trial] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(found) < trials:
+        attempts += 1
+        if attempts > 100 * trials:
+            raise MeliError(f"search.space has only {len(found)} distinct configurations; "
+                            f"ask for fewer trials than {trials}")
+        values = draw(dimensions, rng)
+        key = digest(values)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            parse_params(with_values(plain, values), source="a sampled trial",
+                         models=params_classes())
+        except MeliError as error:
+            raise MeliError(f"search.space: trial {values} is not valid params: "
+                            f"{str(error).split(': ', 1)[1]}") from None
+        found.append(Trial(f"{'-'.join(models)}-s{seed}-{len(found) + 1:02d}-{key}", values))
+    return found
+
+
+def targets(models: Sequence[str]) -> list[str]:
+    """The stages a trial reproduces: only its models' training and evaluation (and what
+    they depend on, if a trial's values make it stale)."""
+    return [stage for model in models for stage in (f"train@{model}", f"evaluate@{model}")]
+
+
+def record_models(models: Sequence[str]) -> list[str]:
+    """`-S search.models=[...]`: the searched models, kept in the trial's own params for the
+    leaderboard. No stage has `search` among its params, so this makes nothing stale."""
+    return ["-S", f"search.models={_yaml(list(models))}"]
+
+
+def queue(trials: Sequence[Trial], models: Sequence[str], force: bool = False) -> list[Trial]:
+    """Queue the trials not already known to DVC (all of them with `force`); the ones queued."""
+    models = check_models(models)
+    commands.check_committed()
+    known = set() if force else commands.existing_experiments()
+    queued = []
+    for trial in trials:
+        if trial.name in known:
+            continue
+        commands.dvc("exp", "run", "--queue", "-n", trial.name, *(["-f"] if force else []),
+                     *trial.set_params(), *record_models(models), *targets(models))
+        queued.append(trial)
+    return queued
