@@ -4,7 +4,8 @@ Every import counts, at module level or inside a function (a static reading cann
 branch runs), and importing `meli.a.b` runs `meli/__init__.py` and `meli/a/__init__.py` too.
 Package data (non-Python files) inside a package whose `__init__.py` is in the closure counts
 as read by it. `python tests/import_closure.py meli.stages.train` prints a stage's closure as
-dvc.yaml deps lines.
+dvc.yaml deps lines; `python tests/import_closure.py --update dvc.yaml` rewrites every stage's
+code deps to its closure.
 """
 
 from __future__ import annotations
@@ -80,6 +81,31 @@ def closure(entry: str, src: Path = SRC) -> set[Path]:
     return {path.relative_to(root) for path in (files | data) if path is not None}
 
 
+def update_dvc_yaml(path: Path) -> None:
+    """Rewrite the `src/` deps of every stage in `path` to its command's closure, leaving every
+    other line as it is (the deps block must list data first, then code)."""
+    import re
+
+    output: list[str] = []
+    entry, in_deps = None, False
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        command = re.match(r"^    cmd: python -m (meli\.[\w.]+)", line)
+        if command:
+            entry = command.group(1)
+        if in_deps and line.startswith("      - src/"):
+            continue
+        if in_deps and not line.startswith("      - "):
+            assert entry is not None, f"{path}: a deps block comes before its cmd"
+            output += [f"      - {file}\n" for file in sorted(map(str, closure(entry)))]
+            in_deps = False
+        in_deps = in_deps or line.rstrip() == "    deps:"
+        output.append(line)
+    path.write_text("".join(output), encoding="utf-8")
+
+
 if __name__ == "__main__":
-    for line in sorted(str(path) for path in closure(sys.argv[1])):
-        print(f"      - {line}")
+    if sys.argv[1] == "--update":
+        update_dvc_yaml(Path(sys.argv[2]))
+    else:
+        for line in sorted(str(path) for path in closure(sys.argv[1])):
+            print(f"      - {line}")

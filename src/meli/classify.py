@@ -16,14 +16,18 @@ from meli.models import ARCHITECTURES
 from meli.models.classifier import TorchClassifier
 
 
-def load_classifier(directory: str | Path) -> Classifier:
-    """Load a bundle written by train or baseline, checking that it is complete and compatible."""
+def load_classifier(directory: str | Path, device: str = "auto",
+                    precision: str = "auto") -> Classifier:
+    """Load a bundle written by train or baseline, checking that it is complete and compatible.
+
+    `device` and `precision` apply to PyTorch bundles (fastText runs on the CPU, in float32).
+    """
     files = read_bundle(directory)
     if files.architecture == FASTTEXT_ARCHITECTURE:
-        kind: type[Classifier] = FastTextClassifier
-    elif isinstance(files.architecture, str) and files.architecture in ARCHITECTURES:
-        kind = TorchClassifier
-    else:
-        raise MeliError(f"{files.directory / CONFIG_FILE}: unknown architecture "
-                        f"{files.architecture!r}")
-    return kind(files.directory, files.config, files.labels, files.normalization)
+        return FastTextClassifier(files.directory, files.config, files.labels,
+                                  files.normalization)
+    if isinstance(files.architecture, str) and files.architecture in ARCHITECTURES:
+        return TorchClassifier(files.directory, files.config, files.labels, files.normalization,
+                               device, precision)
+    raise MeliError(f"{files.directory / CONFIG_FILE}: unknown architecture "
+                    f"{files.architecture!r}")

@@ -76,7 +76,7 @@ def _search(args: argparse.Namespace) -> None:
     from meli.experiments import commands, search
 
     params = _full_params(args.params)
-    models = args.model or params.search.models
+    models = list(dict.fromkeys(args.model)) if args.model else params.search.models
     trials = search.sample_trials(params, args.trials or params.search.trials,
                                   params.search.seed if args.seed is None else args.seed, models)
     queued = [] if args.dry_run else search.queue(trials, models, force=args.force)

@@ -28,6 +28,7 @@ MODELS_DIR = Path("models")
 EMBEDDINGS_DIR = MODELS_DIR / "embeddings"
 METRICS_DIR = Path("metrics")
 RESULTS_DIR = Path("results")
+CHECKPOINTS_DIR = Path("checkpoints")
 
 # Files inside them.
 RAW_TABLE_FILE = "titles.parquet"  # data/raw: the canonical table of ingest
@@ -69,6 +70,11 @@ def train_results_dir(model: str) -> Path:
 def evaluate_results_dir(model: str) -> Path:
     """results/evaluate/<model>: per-category recall and confusion plots of the test split."""
     return RESULTS_DIR / "evaluate" / model
+
+
+def checkpoint_dir(model: str) -> Path:
+    """checkpoints/<model>: the last finished epoch of a training in progress (persist: true)."""
+    return CHECKPOINTS_DIR / model
 
 
 def model_metrics_path(model: str) -> Path:

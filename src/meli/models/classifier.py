@@ -10,6 +10,7 @@ import pyarrow as pa
 import torch
 
 from meli.bundle import VOCAB_FILE, WEIGHTS_FILE, Classifier, first_line
+from meli.device import CPU, autocast, resolve_device, use_bf16
 from meli.errors import MeliError
 from meli.models import build_model
 from meli.params import TextParams
@@ -17,9 +18,15 @@ from meli.vocabulary import Vocabulary
 
 
 class TorchClassifier(Classifier):
+    """A PyTorch bundle on `device` (auto, cpu, cuda) in `precision` (auto, fp32, bf16; see
+    meli.device for what auto picks)."""
+
     def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
-                 normalization: TextParams):
+                 normalization: TextParams, device: str = "auto", precision: str = "auto"):
         super().__init__(directory, config, labels, normalization)
+        self.device = resolve_device(device)
+        self.bf16 = use_bf16(precision, self.device,
+                             validated_on_cpu=bool(config.get("bf16_inference")))
         self.vocabulary = Vocabulary.load(directory / VOCAB_FILE)
         try:
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
@@ -36,22 +43,28 @@ class TorchClassifier(Classifier):
         if len(self.vocabulary) != config["vocabulary_size"]:
             raise MeliError(f"{directory / VOCAB_FILE}: {len(self.vocabulary)} tokens, "
                             f"config.json says {config['vocabulary_size']}")
-        self.model.eval()
+        self.model.to(self.device).eval()
 
     @torch.inference_mode()
     def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
         tokens = self.vocabulary.encode(self.normalize(titles), self.config["max_length"])
-        return probabilities_of(self.model, tokens, batch_size)
+        return probabilities_of(self.model, tokens, batch_size, self.device, self.bf16)
 
 
 @torch.inference_mode()
-def probabilities_of(model: torch.nn.Module, tokens: np.ndarray, batch_size: int) -> np.ndarray:
-    """Softmax outputs of a PyTorch model over token-id rows, in batches."""
+def probabilities_of(model: torch.nn.Module, tokens: np.ndarray, batch_size: int,
+                     device: torch.device = CPU,
+                     bf16: bool = False) -> np.ndarray:
+    """Softmax outputs (float32) of a PyTorch model over token-id rows, in batches."""
     model.eval()
-    outputs = []
+    result = np.zeros((len(tokens), 0), dtype=np.float32)
     for start in range(0, len(tokens), batch_size):
-        batch = torch.from_numpy(np.array(tokens[start:start + batch_size]))
-        outputs.append(torch.softmax(model(batch), dim=1).numpy())
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(outputs)
+        batch = torch.from_numpy(np.asarray(tokens[start:start + batch_size]))
+        batch = batch.to(device, non_blocking=True)
+        with autocast(device, bf16):
+            logits = model(batch)
+        probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        if start == 0:
+            result = np.empty((len(tokens), probabilities.shape[1]), dtype=np.float32)
+        result[start:start + len(batch)] = probabilities
+    return result

@@ -54,7 +54,7 @@ class EvaluateResult:
 def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str | Path,
              metrics_path: str | Path, plots_dir: str | Path) -> EvaluateResult:
     prepared_dir, plots_dir = Path(prepared_dir), Path(plots_dir)
-    classifier = load_classifier(bundle_dir)
+    classifier = load_classifier(bundle_dir, params.device, params.precision)
     labels = read_json(prepared_dir / LABELS_FILE)
     if classifier.labels != labels:
         raise MeliError(f"{bundle_dir}: its categories differ from {prepared_dir}'s; the model "

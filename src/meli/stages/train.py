@@ -1,8 +1,19 @@
 """train: fit one registered PyTorch model on the training split, keep the best epoch, bundle it.
 
 A plain `train(...)`/`evaluate(...)` pair: seeds first, then one pass over shuffled batches per
-epoch, a validation pass, a dvclive step. The epoch with the best validation balanced accuracy
-wins; training stops after `patience` epochs without improvement.
+epoch, a validation pass, a dvclive step, a checkpoint. The epoch with the best validation
+balanced accuracy wins; training stops after `patience` epochs without improvement.
+
+- Device: `train.device` (auto, cpu, cuda); on CUDA, bf16 autocast (`train.precision`), pinned
+  host memory and non-blocking copies.
+- Several processes (`train.processes`, `train.nodes`): PyTorch's elastic agent runs one worker
+  per rank (meli.distributed); `train.batch_size` stays the global batch, each rank computing
+  its disjoint share of every batch, so a params file means the same at any process count.
+- Resume: after each epoch, a checkpoint (weights, optimizer, schedule, random generators, best
+  epoch so far, the dvclive log) goes to `checkpoints/<model>/`, a `persist: true` output; a run
+  killed at any moment continues, under `dvc repro`, from its last finished epoch, and on CPU
+  with one process ends bit-identical to a run never interrupted.
+- Batches are read from the memory-mapped token arrays; nothing copies a split into memory.
 
 Run by dvc.yaml as `python -m meli.stages.train <model>` for each model of the registry
 (meli.models); reads the `train` section and the model's own section of params.yaml.
@@ -10,13 +21,15 @@ Run by dvc.yaml as `python -m meli.stages.train <model>` for each model of the r
 
 from __future__ import annotations
 
-import copy
+import fcntl
 import logging
 import math
+import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +38,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from meli import bundle, metrics
+from meli import bundle, checkpoint, distributed, metrics
 from meli.command import run, stage_parser
+from meli.device import (
+    BF16_TOLERANCE,
+    CPU,
+    autocast,
+    cpu_has_bf16,
+    resolve_device,
+    use_bf16,
+)
+from meli.distributed import ALONE, Group
 from meli.errors import MeliError
 from meli.files import read_json
 from meli.layout import (
@@ -39,6 +61,7 @@ from meli.layout import (
     UNKNOWN,
     VOCAB_FILE,
     bundle_dir,
+    checkpoint_dir,
     labels_path,
     tokens_path,
     train_results_dir,
@@ -67,6 +90,40 @@ class Split:
         return len(self.labels)
 
 
+class Batches(torch.utils.data.Dataset):
+    """Whole batches read from a memory-mapped split: `batch[index_array]` -> (tokens, labels)."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.from_numpy(self.split.tokens[index]),
+                torch.from_numpy(self.split.labels[index].astype(np.int64)))
+
+
+class ShuffledBatches(torch.utils.data.Sampler):
+    """Each epoch a new order drawn from `generator`, cut into batches of sorted row indices
+    (sorted, so that the memory-mapped rows are read front to back)."""
+
+    def __init__(self, rows: int, batch_size: int, generator: torch.Generator):
+        self.rows, self.batch_size, self.generator = rows, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.rows, generator=self.generator).numpy()
+        for start in range(0, self.rows, self.batch_size):
+            yield np.sort(order[start:start + self.batch_size])
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
 @dataclass
 class EpochResult:
     train_loss: float
@@ -84,15 +141,21 @@ class TrainResult:
     validation_balanced_accuracy: float
     validation_accuracy: float
     train_titles_per_second: float
+    resumed_from_epoch: int = 0
 
 
-def seed_everything(seed: int, threads: int) -> None:
+def seed_everything(seed: int, threads: int, device: torch.device,
+                    cuda_deterministic: bool = False) -> None:
     """Same seed, same params -> the same weights on CPU."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    if device.type == "cpu" or cuda_deterministic:
+        if device.type == "cuda":
+            # cuBLAS is deterministic only with a fixed workspace (set before its first use).
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     # Adam's moment estimates for embedding rows that get no gradient decay geometrically into
     # denormal floats after a few hundred steps, and denormal arithmetic made later epochs
     # twice as slow on CPU; flushing them to zero changes no result that matters.
@@ -155,40 +218,72 @@ def drop_words(tokens: torch.Tensor, rate: float, generator: torch.Generator) ->
     return tokens.masked_fill(hidden, UNKNOWN)
 
 
-def train_epoch(model: nn.Module, data: Split, loss_function: nn.Module,
-                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                batch_size: int, generator: torch.Generator, description: str,
-                word_dropout: float = 0.0) -> float:
+def train_epoch(model: nn.Module, loader: torch.utils.data.DataLoader,
+                loss_function: nn.CrossEntropyLoss, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+                description: str, word_dropout: float = 0.0, group: Group = ALONE,
+                device: torch.device = CPU, bf16: bool = False) -> float:
+    """One pass over the training split; the mean training loss.
+
+    Every rank reads the whole batch and draws its word dropout (so all ranks stay in step
+    with one generator), then computes only its share of the rows. Its loss is scaled so that
+    DDP's average of the ranks' gradients is the gradient of the whole batch's loss.
+    """
     model.train()
-    order = torch.randperm(len(data), generator=generator).numpy()
-    total_loss, rows = 0.0, 0
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=description, unit="batch", leave=False, mininterval=1.0):
-        index = np.sort(order[start:start + batch_size])
-        tokens = torch.from_numpy(data.tokens[index])
-        labels = torch.from_numpy(data.labels[index].astype(np.int64))
+    weight = loss_function.weight
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    rows = 0
+    show = group.main and sys.stderr.isatty()
+    for step, (tokens, labels) in enumerate(tqdm(loader, desc=description, unit="batch",
+                                                 leave=False, mininterval=1.0,
+                                                 disable=not show)):
         tokens = tokens[:, : max(1, int((tokens != 0).sum(dim=1).max()))]
         tokens = drop_words(tokens, word_dropout, generator)
+        batch_weight = len(labels) if weight is None else float(weight[labels].sum())
+        mine = slice(group.rank, None, group.world)
+        share_tokens, share_labels = tokens[mine], labels[mine]
+        if len(share_labels) == 0:
+            # A last batch smaller than the world: a rank with no row still takes part in the
+            # gradient exchange, with a zero share.
+            share_tokens, share_labels = tokens[:1], labels[:1]
+        share_weight = (0.0 if len(labels[mine]) == 0 else len(share_labels) if weight is None
+                        else float(weight[share_labels].sum()))
+        share_tokens = share_tokens.to(device, non_blocking=True)
+        share_labels = share_labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_function(model(tokens), labels)
-        if not torch.isfinite(loss):
-            raise MeliError(f"{description}: training diverged (loss is {loss.item()}); lower "
-                            f"train.learning_rate")
+        with autocast(device, bf16):
+            logits = model(share_tokens)
+        loss = loss_function(logits.float(), share_labels)
+        # With one process the factor is exactly 1: the same loss as a plain mean over the batch.
+        loss = loss * (share_weight / batch_weight * group.world)
+        # A GPU checks now and then: each check waits for the GPU to catch up.
+        if (device.type == "cpu" or step % 100 == 0) and not torch.isfinite(loss):
+            raise MeliError(f"{description}: training diverged (loss is {loss.item()}); "
+                            f"lower train.learning_rate")
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(index)
-        rows += len(index)
-    return total_loss / max(rows, 1)
+        total += loss.detach().double() * (len(labels) / group.world)
+        rows += len(labels)
+    if group.world > 1:
+        torch.distributed.all_reduce(total)
+    mean = float(total) / max(rows, 1)
+    if not math.isfinite(mean):
+        raise MeliError(f"{description}: training diverged (mean loss is {mean}); lower "
+                        f"train.learning_rate")
+    return mean
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: Split, loss_function: nn.CrossEntropyLoss,
-             num_classes: int, batch_size: int = 2048) -> tuple[float, float, float]:
-    """Loss, balanced accuracy and accuracy of `model` on `data`.
+             num_classes: int, batch_size: int = 2048, group: Group = ALONE,
+             device: torch.device = CPU,
+             bf16: bool = False) -> tuple[float, float, float]:
+    """Loss, balanced accuracy and accuracy of `model` on `data` (every rank gets them).
 
     The loss is training's own cross-entropy (same smoothing and class weights) on the logits,
     summed over batches and divided by the total weight, as one batch of every row would be.
+    Each rank scores its share of the rows; the predictions are gathered.
     """
     model.eval()
     labels = np.asarray(data.labels, dtype=np.int64)
@@ -196,82 +291,206 @@ def evaluate(model: nn.Module, data: Split, loss_function: nn.CrossEntropyLoss,
         return 0.0, float("nan"), float("nan")
     summed = nn.CrossEntropyLoss(weight=loss_function.weight, reduction="sum",
                                  label_smoothing=loss_function.label_smoothing)
+    mine = group.shard(np.arange(len(labels)))
     total_loss, predicted = 0.0, []
-    for start in range(0, len(labels), batch_size):
-        tokens = torch.from_numpy(np.array(data.tokens[start:start + batch_size]))
-        target = torch.from_numpy(labels[start:start + batch_size])
-        logits = model(tokens)
+    for start in range(0, len(mine), batch_size):
+        rows = mine[start:start + batch_size]
+        tokens = torch.from_numpy(np.asarray(data.tokens[rows])).to(device, non_blocking=True)
+        target = torch.from_numpy(labels[rows]).to(device, non_blocking=True)
+        with autocast(device, bf16):
+            logits = model(tokens).float()
         total_loss += float(summed(logits, target))
-        predicted.append(logits.argmax(dim=1).numpy())
+        predicted.append(logits.argmax(dim=1).cpu().numpy())
+    local = np.concatenate(predicted) if predicted else np.zeros(0, np.int64)
+    predictions = np.empty(len(labels), dtype=np.int64)
+    losses = []
+    for rank, (part, part_loss) in enumerate(distributed.gather((local, total_loss), group)):
+        predictions[rank::group.world] = part
+        losses.append(part_loss)
     weight = loss_function.weight
-    total_weight = float(weight[labels].sum()) if weight is not None else float(len(labels))
-    predictions = np.concatenate(predicted)
-    return (total_loss / total_weight, metrics.balanced_accuracy(labels, predictions, num_classes),
+    total_weight = (float(weight.cpu()[labels].sum()) if weight is not None
+                    else float(len(labels)))
+    return (float(sum(losses)) / total_weight,
+            metrics.balanced_accuracy(labels, predictions, num_classes),
             metrics.accuracy(labels, predictions))
+
+
+@contextmanager
+def exclusive(directory: Path, what: str):
+    """Hold a lock on `directory` so that two trainings never write the same outputs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MeliError(f"{directory}: another training of {what} is running; two "
+                            f"trainings must not write the same outputs (wait for it, or "
+                            f"stop it)") from None
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _live_files(live_dir: Path) -> dict[str, str]:
+    """The dvclive log as text, to be put back on resume (DVC deletes it before a rerun)."""
+    if not live_dir.exists():
+        return {}
+    return {str(path.relative_to(live_dir)): path.read_text(encoding="utf-8")
+            for path in sorted(live_dir.rglob("*")) if path.is_file()}
+
+
+def _restore_live_files(live_dir: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        path = live_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def _data_files(features_dir: Path, embeddings_dir: Path, prepared_dir: Path) -> list[Path]:
+    return [*sorted(features_dir.iterdir()), embeddings_dir / MATRIX_FILE,
+            prepared_dir / NORMALIZATION_FILE]
 
 
 def train(architecture: str, params: TrainParams, model_params: Any,
           features_dir: str | Path, embeddings_dir: str | Path, prepared_dir: str | Path,
-          output_dir: str | Path, live_dir: str | Path) -> TrainResult:
-    """Train one model and write its bundle to `output_dir` and its dvclive log to `live_dir`."""
+          output_dir: str | Path, live_dir: str | Path,
+          checkpoints: str | Path | None = None, group: Group = ALONE) -> TrainResult:
+    """Train one model and write its bundle to `output_dir` and its dvclive log to `live_dir`.
+
+    With `checkpoints`, a checkpoint is written there after every epoch and a matching one is
+    resumed from. Under several processes, every rank calls this; rank 0 writes the outputs.
+    """
     from dvclive import Live
 
     features_dir, prepared_dir = Path(features_dir), Path(prepared_dir)
-    seed_everything(params.seed, params.threads)
+    embeddings_dir, live_dir = Path(embeddings_dir), Path(live_dir)
+    device = resolve_device(params.device, group.local_rank)
+    bf16 = use_bf16(params.precision, device)
+    seed_everything(params.seed + group.rank, params.threads, device, params.cuda_deterministic)
     train_split = Split.load(features_dir, "train")
     validation = Split.load(features_dir, "validation")
     labels = read_json(features_dir / LABELS_FILE)
-    matrix = torch.from_numpy(np.load(Path(embeddings_dir) / MATRIX_FILE))
+    if params.batch_size < group.world:
+        raise MeliError(f"train.batch_size ({params.batch_size}) is the global batch: it must "
+                        f"be at least the number of processes ({group.world})")
+    matrix = torch.from_numpy(np.load(embeddings_dir / MATRIX_FILE))
     config = model_config(model_params, params.freeze_embeddings)
-    model = build_model(architecture, config, matrix, len(labels))
+    model = build_model(architecture, config, matrix, len(labels)).to(device)
     weights = class_weights(np.asarray(train_split.labels), len(labels), params.class_weighting)
     loss_function = nn.CrossEntropyLoss(weight=weights, label_smoothing=params.label_smoothing)
+    loss_function = loss_function.to(device)
     optimizer = make_optimizer(model, params)
     steps = params.epochs * math.ceil(len(train_split) / params.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, learning_rate_factor(params.schedule, params.warmup_fraction, steps))
+    # One generator, seeded alike on every rank, draws the order and the word dropout.
     generator = torch.Generator().manual_seed(params.seed)
+    loader = torch.utils.data.DataLoader(
+        Batches(train_split), batch_sampler=ShuffledBatches(len(train_split), params.batch_size,
+                                                            generator),
+        collate_fn=_as_is, num_workers=params.loader_workers,
+        # The loader draws a seed for its workers; from its own generator, so that the global
+        # one (dropout) sees exactly the draws it would without a loader.
+        generator=torch.Generator().manual_seed(params.seed),
+        pin_memory=device.type == "cuda", persistent_workers=params.loader_workers > 0)
+    trained = (nn.parallel.DistributedDataParallel(model) if group.world > 1 else model)
 
-    best_state, best, best_epoch, waited, epoch = None, None, 0, 0, 0
-    train_seconds = 0.0
-    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+    settings = {"model": architecture, "train": to_dict(params), architecture:
+                to_dict(model_params), "world": group.world}
+    # The loader's worker count changes no result: it stays out of the fingerprint.
+    settings["train"].pop("loader_workers")
+    fingerprint = checkpoint.fingerprint(
+        settings, [*checkpoint.package_code(),
+                   *_data_files(features_dir, embeddings_dir, prepared_dir)])
+    state = _resume_state(checkpoints, fingerprint, group)
+
+    best_state, best, best_epoch, waited, epoch, stopped = None, None, 0, 0, 0, False
+    train_seconds, first_epoch = 0.0, 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"][group.rank])
+        best_state, best = state["best_state"], EpochResult(**state["best"])
+        best_epoch, waited, epoch = state["best_epoch"], state["waited"], state["epoch"]
+        stopped, train_seconds = state["stopped"], state["train_seconds"]
+        first_epoch = epoch + 1
+        if group.main:
+            _restore_live_files(live_dir, state["live_files"])
+            log.info("%s: resuming after epoch %d of %d from %s", architecture, epoch,
+                     params.epochs, checkpoints)
+
+    live = (Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=state is not None)
+            if group.main else None)
+    if live is not None:
+        if state is not None:
+            live.step = state["live_step"]
         live.log_params({"model": architecture, "train": to_dict(params),
                          architecture: to_dict(model_params)})
-        for epoch in range(1, params.epochs + 1):
-            learning_rate = optimizer.param_groups[0]["lr"]
-            started = time.perf_counter()
-            train_loss = train_epoch(model, train_split, loss_function, optimizer, scheduler,
-                                     params.batch_size, generator,
-                                     f"{architecture} epoch {epoch}/{params.epochs}",
-                                     model_params.word_dropout)
-            train_seconds += time.perf_counter() - started
-            loss, balanced, accuracy = evaluate(model, validation, loss_function, len(labels))
-            result = EpochResult(train_loss, loss, balanced, accuracy, learning_rate,
-                                 time.perf_counter() - started)
+    for epoch in range(first_epoch, params.epochs + 1):
+        if stopped:
+            epoch -= 1
+            break
+        learning_rate = optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        train_loss = train_epoch(trained, loader, loss_function, optimizer, scheduler, generator,
+                                 f"{architecture} epoch {epoch}/{params.epochs}",
+                                 model_params.word_dropout, group, device, bf16)
+        train_seconds += time.perf_counter() - started
+        loss, balanced, accuracy = evaluate(model, validation, loss_function, len(labels),
+                                            group=group, device=device, bf16=bf16)
+        result = EpochResult(train_loss, loss, balanced, accuracy, learning_rate,
+                             time.perf_counter() - started)
+        if best is None or balanced > best.validation_balanced_accuracy:
+            best, best_epoch, waited = result, epoch, 0
+            if group.main:
+                best_state = {name: value.detach().cpu().clone()
+                              for name, value in model.state_dict().items()}
+        else:
+            waited += 1
+            stopped = waited >= params.patience
+        if live is not None:
             _log_epoch(live, result)
             log.info("%s epoch %d: train loss %.4f, validation loss %.4f, balanced accuracy "
                      "%.4f, accuracy %.4f (%.1fs)", architecture, epoch, train_loss, loss,
                      balanced, accuracy, result.seconds)
-            if best is None or balanced > best.validation_balanced_accuracy:
-                best, best_epoch, waited = result, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-                if waited >= params.patience:
-                    log.info("%s: no better validation balanced accuracy for %d epochs, "
-                             "stopping", architecture, waited)
-                    break
-        assert best is not None and best_state is not None
-        # Timings stay in the per-epoch plots but out of the metrics file that `dvc exp show`
-        # compares: same params, same metrics.
-        live.summary.pop("epoch_seconds", None)
-        live.summary["best"] = {
-            "epoch": best_epoch,
-            "validation_balanced_accuracy": best.validation_balanced_accuracy,
-            "validation_accuracy": best.validation_accuracy,
-            "validation_loss": best.validation_loss,
-        }
+            if stopped:
+                log.info("%s: no better validation balanced accuracy for %d epochs, "
+                         "stopping", architecture, waited)
+        if checkpoints is not None:
+            rng_states = distributed.gather(torch.get_rng_state().numpy(), group)
+            if group.main:
+                assert best is not None and live is not None
+                checkpoint.save(Path(checkpoints), {
+                    "fingerprint": fingerprint, "epoch": epoch, "stopped": stopped,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                    "torch_rng": [torch.from_numpy(part) for part in rng_states],
+                    "best_state": best_state, "best": asdict(best), "best_epoch": best_epoch,
+                    "waited": waited, "train_seconds": train_seconds,
+                    "live_step": live.step, "live_files": _live_files(live_dir)})
+    assert best is not None
     throughput = epoch * len(train_split) / max(train_seconds, 1e-9)
+    result = TrainResult(best_epoch, epoch, best.validation_balanced_accuracy,
+                         best.validation_accuracy, throughput, first_epoch - 1)
+    if not group.main:
+        return result
+    assert live is not None and best_state is not None
+    # Timings stay in the per-epoch plots but out of the metrics file that `dvc exp show`
+    # compares: same params, same metrics.
+    live.summary.pop("epoch_seconds", None)
+    live.summary["best"] = {
+        "epoch": best_epoch,
+        "validation_balanced_accuracy": best.validation_balanced_accuracy,
+        "validation_accuracy": best.validation_accuracy,
+        "validation_loss": best.validation_loss,
+    }
+    live.end()
+    bf16_check = _bf16_inference_check(architecture, config, matrix, len(labels), best_state,
+                                       validation, loss_function.cpu(),
+                                       best.validation_balanced_accuracy)
     bundle.write_torch_bundle(
         output_dir, architecture=architecture, model_config=config, state_dict=best_state,
         vocabulary=Vocabulary.load(features_dir / VOCAB_FILE),
@@ -279,9 +498,39 @@ def train(architecture: str, params: TrainParams, model_params: Any,
         normalization=read_json(prepared_dir / NORMALIZATION_FILE),
         details={"best_epoch": best_epoch,
                  "validation_balanced_accuracy": best.validation_balanced_accuracy,
-                 "train": to_dict(params)})
-    return TrainResult(best_epoch, epoch, best.validation_balanced_accuracy,
-                       best.validation_accuracy, throughput)
+                 **bf16_check, "train": to_dict(params)})
+    if checkpoints is not None:
+        # The run is done: what is left is the small record that it finished.
+        checkpoint.finish(Path(checkpoints), {"fingerprint": fingerprint, "epochs": epoch,
+                                              "best_epoch": best_epoch})
+    return result
+
+
+def _resume_state(checkpoints: str | Path | None, fingerprint: str,
+                  group: Group) -> dict[str, Any] | None:
+    """Rank 0 reads a matching checkpoint, if any, and every rank gets it."""
+    state = None
+    if checkpoints is not None and group.main:
+        state = checkpoint.load(Path(checkpoints), fingerprint)
+    if group.world > 1:
+        shared = [state]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        state = shared[0]
+    return state
+
+
+def _bf16_inference_check(architecture: str, config: dict, matrix: torch.Tensor,
+                          num_classes: int, state: dict, validation: Split,
+                          loss_function: nn.CrossEntropyLoss, fp32_balanced: float) -> dict:
+    """Validation balanced accuracy of the kept weights under CPU bf16 autocast, and whether
+    it stays within BF16_TOLERANCE of float32: what `precision: auto` relies on at inference."""
+    if not cpu_has_bf16() or not len(validation):
+        return {"bf16_inference": False}
+    model = build_model(architecture, config, matrix, num_classes)
+    model.load_state_dict(state)
+    _, balanced, _ = evaluate(model, validation, loss_function, num_classes, bf16=True)
+    return {"bf16_validation_balanced_accuracy": balanced,
+            "bf16_inference": bool(abs(balanced - fp32_balanced) <= BF16_TOLERANCE)}
 
 
 def _log_epoch(live, result: EpochResult) -> None:
@@ -297,19 +546,53 @@ def _log_epoch(live, result: EpochResult) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("train", __doc__)
     parser.add_argument("model", choices=names(), help="the registered model to train")
+    parser.add_argument("--node-rank", type=int, default=0,
+                        help="this machine's place when train.nodes > 1: 0 on the machine that "
+                             "runs dvc repro (it writes the outputs), 1, 2, ... on the others")
     args = parser.parse_args(argv)
 
     def stage() -> None:
+        distributed.die_with_parent()
         params = load_params(args.params, models=params_classes())
-        result = train(args.model, params.train, params.model(args.model), FEATURES_DIR,
-                       EMBEDDINGS_DIR, PREPARED_DIR, bundle_dir(args.model),
-                       train_results_dir(args.model))
-        log.info("train %s: best epoch %d of %d, validation balanced accuracy %.4f, accuracy "
-                 "%.4f; %.0f titles/s while training", args.model, result.best_epoch,
-                 result.epochs_run, result.validation_balanced_accuracy,
-                 result.validation_accuracy, result.train_titles_per_second)
+        group = distributed.current()
+        world = params.train.processes * params.train.nodes
+        if group.world == 1 and world > 1:
+            # This process only starts the ranks and waits for them.
+            if not 0 <= args.node_rank < params.train.nodes:
+                raise MeliError(f"--node-rank {args.node_rank} is not one of the "
+                                f"{params.train.nodes} machines of train.nodes")
+            with exclusive(checkpoint_dir(args.model), args.model):
+                distributed.launch(
+                    ["-m", "meli.stages.train", args.model, "--params", args.params],
+                    processes=params.train.processes, nodes=params.train.nodes,
+                    node_rank=args.node_rank, master_address=params.train.master_address,
+                    master_port=params.train.master_port)
+            log.info("train %s: %d processes finished", args.model, world)
+            return
+        device = resolve_device(params.train.device, group.local_rank)
+        distributed.join(group, device)
+        try:
+            lock = exclusive(checkpoint_dir(args.model), args.model) if group.world == 1 \
+                else _nothing()
+            with lock:
+                result = train(args.model, params.train, params.model(args.model),
+                               FEATURES_DIR, EMBEDDINGS_DIR, PREPARED_DIR,
+                               bundle_dir(args.model), train_results_dir(args.model),
+                               checkpoint_dir(args.model), group)
+        finally:
+            distributed.leave()
+        if group.main:
+            log.info("train %s: best epoch %d of %d, validation balanced accuracy %.4f, "
+                     "accuracy %.4f; %.0f titles/s while training", args.model,
+                     result.best_epoch, result.epochs_run, result.validation_balanced_accuracy,
+                     result.validation_accuracy, result.train_titles_per_second)
 
     return run("train", stage)
+
+
+@contextmanager
+def _nothing():
+    yield
 
 
 if __name__ == "__main__":
