@@ -6,6 +6,7 @@ minute; what is checked is DVC's view of it (stages, lock, metrics, plots, exper
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -117,28 +119,46 @@ def test_real_sample_through_exp_run(tmp_path):
     assert "Running stage" not in again.stdout
 
 
-def test_a_killed_training_leaves_no_bundle_and_repro_completes(reproduced):
+def training_processes(repo: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "meli.stages.train" in command and process.info["cwd"] == str(repo):
+            found.append(process)
+    return found
+
+
+def test_a_killed_repro_leaves_no_training_behind_and_the_next_one_resumes(reproduced):
     weights = (reproduced / "models/mlp/weights.pt").read_bytes()
+    metrics = (reproduced / "results/train/mlp/metrics.json").read_text()
     command = [sys.executable, "-m", "dvc", "repro", "-f", "-s", "train@mlp"]
     process = subprocess.Popen(command, cwd=reproduced, env=environment(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    plots = reproduced / "results/train/mlp/plots/metrics/train/loss.tsv"
-    previous = plots.stat().st_mtime_ns
+    saved = reproduced / "checkpoints/mlp/checkpoint.pt"
     deadline = time.time() + 120
-    # Kill DVC and the training under it once the new run logged an epoch, before the bundle.
-    while (not plots.exists() or plots.stat().st_mtime_ns == previous) \
-            and process.poll() is None:
-        assert time.time() < deadline, "training never logged an epoch"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        # Kill DVC alone (as a closed terminal or an out-of-memory killer would) once the new
+        # run checkpointed an epoch, before its bundle.
+        while not saved.exists() and process.poll() is None:
+            assert time.time() < deadline, "training never checkpointed an epoch"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        # Its training dies with it, instead of racing the next run for the same outputs.
+        _, alive = psutil.wait_procs(training_processes(reproduced), timeout=10)
+        assert alive == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     bundle = reproduced / "models/mlp"
     assert not bundle.exists() or (bundle / "weights.pt").read_bytes() == weights
     status = dvc(reproduced, "status").stdout
     assert "train@mlp" in status
     again = dvc(reproduced, "repro")
     assert "Running stage 'train@mlp'" in again.stdout
-    # Same seed, same params: the retrained bundle is the one the killed run was replacing.
+    assert "resuming after epoch" in again.stdout + again.stderr
+    # Same seed, same params: the resumed run ends exactly where an uninterrupted one does.
     assert (bundle / "weights.pt").read_bytes() == weights
+    assert (reproduced / "results/train/mlp/metrics.json").read_text() == metrics
     assert "up to date" in dvc(reproduced, "status").stdout

@@ -84,6 +84,15 @@ def gather(value: Any, group: Group) -> list[Any]:
     return gathered
 
 
+def lost_peer(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another rank went away."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error)
+    return any(sign in text for sign in ("gloo", "NCCL", "Connection reset", "Connection closed",
+                                          "Broken pipe"))
+
+
 def die_with_parent() -> None:
     """Ask Linux to kill this process when its parent dies, so that a training whose `dvc repro`
     was killed does not live on and later write outputs that a new run is writing too."""

@@ -579,6 +579,11 @@ def main(argv: list[str] | None = None) -> int:
                                FEATURES_DIR, EMBEDDINGS_DIR, PREPARED_DIR,
                                bundle_dir(args.model), train_results_dir(args.model),
                                checkpoint_dir(args.model), group)
+        except RuntimeError as error:
+            if group.world == 1 or not distributed.lost_peer(error):
+                raise
+            # The agent names the rank that died; this one only says it stopped because of it.
+            raise MeliError(f"rank {group.rank}: stopped, another rank is gone") from None
         finally:
             distributed.leave()
         if group.main:

@@ -1,0 +1,346 @@
+"""Training at scale: devices, several processes on 127.0.0.1, resuming after a kill, and the
+guards that keep two trainings from writing one output."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from meli import checkpoint
+from meli.device import cpu_has_bf16, resolve_device, use_bf16
+from meli.errors import MeliError
+from meli.files import read_json
+from meli.models.mlp import MLPParams
+from meli.params import TrainParams
+from meli.stages import train as train_stage
+
+SMALL_MLP = MLPParams(hidden_sizes=[32], dropout=0.1)
+
+
+def weights(bundle_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(bundle_dir / "weights.pt", map_location="cpu", weights_only=True)
+
+
+def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def run_train(pipeline, output: Path, params: TrainParams, checkpoints: Path | None = None):
+    return train_stage.train("mlp", params, SMALL_MLP, pipeline.features, pipeline.embeddings,
+                             pipeline.prepared, output / "models/mlp",
+                             output / "results/train/mlp", checkpoints)
+
+
+# ---- devices and precision ------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_one_clear_error():
+    with pytest.raises(MeliError, match="device cuda asked for, but PyTorch sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_precision_auto_is_bf16_on_cuda_and_on_a_cpu_only_when_checked():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert use_bf16("auto", cuda) is True
+    assert use_bf16("auto", cpu) is False
+    assert use_bf16("auto", cpu, validated_on_cpu=True) is cpu_has_bf16()
+    assert use_bf16("fp32", cuda) is False
+    assert use_bf16("bf16", cpu) is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_and_prediction_on_cuda(pipeline, tmp_path):
+    from meli.classify import load_classifier
+
+    params = TrainParams(epochs=2, batch_size=64, threads=1, device="cuda")
+    result = run_train(pipeline, tmp_path, params)
+    cpu = run_train(pipeline, tmp_path / "cpu", TrainParams(epochs=2, batch_size=64, threads=1,
+                                                            device="cpu"))
+    assert abs(result.validation_balanced_accuracy - cpu.validation_balanced_accuracy) < 0.05
+    classifier = load_classifier(tmp_path / "models/mlp", device="cuda")
+    assert classifier.probabilities(["zapatillas running"]).shape[0] == 1
+
+
+def test_the_bundle_records_whether_bf16_inference_kept_validation(pipeline, tmp_path):
+    run_train(pipeline, tmp_path, TrainParams(epochs=2, batch_size=64, threads=1))
+    config = read_json(tmp_path / "models/mlp/config.json")
+    if not cpu_has_bf16():
+        assert config["bf16_inference"] is False
+        return
+    gap = abs(config["bf16_validation_balanced_accuracy"]
+              - config["validation_balanced_accuracy"])
+    assert config["bf16_inference"] is (gap <= 0.001)
+
+
+# ---- resuming --------------------------------------------------------------------------------
+
+class Killed(Exception):
+    """Stands for a kill: raised while an epoch is logged, after the previous checkpoint."""
+
+
+def interrupt_at(monkeypatch, epoch: int) -> None:
+    original, logged = train_stage._log_epoch, []
+
+    def log_epoch(live, result):
+        logged.append(result)
+        if len(logged) == epoch:
+            raise Killed
+        original(live, result)
+
+    monkeypatch.setattr(train_stage, "_log_epoch", log_epoch)
+
+
+PARAMS = TrainParams(epochs=5, batch_size=64, threads=1, patience=10)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(pipeline, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("uninterrupted")
+    run_train(pipeline, output, PARAMS, output / "checkpoints/mlp")
+    return output
+
+
+def test_a_killed_run_resumes_from_its_last_epoch_bit_identical(pipeline, tmp_path, monkeypatch,
+                                                                uninterrupted):
+    checkpoints = tmp_path / "checkpoints/mlp"
+    interrupt_at(monkeypatch, epoch=3)
+    with pytest.raises(Killed):
+        run_train(pipeline, tmp_path, PARAMS, checkpoints)
+    assert torch.load(checkpoints / checkpoint.CHECKPOINT_FILE, weights_only=True)["epoch"] == 2
+    assert not (tmp_path / "models/mlp").exists()
+    monkeypatch.undo()
+    # DVC deletes a stage's outputs before it runs again; the checkpoint is a persist output.
+    shutil.rmtree(tmp_path / "results")
+    result = run_train(pipeline, tmp_path, PARAMS, checkpoints)
+    assert result.resumed_from_epoch == 2
+    assert same_weights(weights(tmp_path / "models/mlp"), weights(uninterrupted / "models/mlp"))
+    for name in ("metrics.json", "params.yaml", "plots/metrics/train/loss.tsv"):
+        resumed = (tmp_path / "results/train/mlp" / name).read_text()
+        whole = (uninterrupted / "results/train/mlp" / name).read_text()
+        if name.endswith(".tsv"):  # each row holds a timestamp: compare steps and values
+            resumed, whole = ([line.split("\t")[::2] for line in text.splitlines()]
+                              for text in (resumed, whole))
+        assert resumed == whole, name
+    config = read_json(tmp_path / "models/mlp/config.json")
+    assert config == read_json(uninterrupted / "models/mlp/config.json")
+    # Finished: only a small record is left, the same as after an uninterrupted run.
+    assert [p.name for p in checkpoints.iterdir()] == [checkpoint.FINISHED_FILE]
+    assert read_json(checkpoints / checkpoint.FINISHED_FILE) == read_json(
+        uninterrupted / "checkpoints/mlp" / checkpoint.FINISHED_FILE)
+
+
+def test_a_checkpoint_of_other_params_is_never_resumed(pipeline, tmp_path, monkeypatch,
+                                                       caplog):
+    caplog.set_level(logging.INFO, logger="meli.checkpoint")
+    checkpoints = tmp_path / "checkpoints/mlp"
+    interrupt_at(monkeypatch, epoch=2)
+    with pytest.raises(Killed):
+        run_train(pipeline, tmp_path, PARAMS, checkpoints)
+    monkeypatch.undo()
+    other = dataclasses.replace(PARAMS, learning_rate=0.002)
+    result = run_train(pipeline, tmp_path, other, checkpoints)
+    assert result.resumed_from_epoch == 0
+    assert "made under other params, code or data" in caplog.text
+    run_train(pipeline, tmp_path / "fresh", other)
+    assert same_weights(weights(tmp_path / "models/mlp"), weights(tmp_path / "fresh/models/mlp"))
+
+
+def test_a_damaged_checkpoint_is_set_aside(tmp_path, caplog):
+    (tmp_path / checkpoint.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    assert checkpoint.load(tmp_path, "anything") is None
+    assert "unreadable checkpoint" in caplog.text
+
+
+def test_the_fingerprint_covers_settings_and_file_contents(tmp_path):
+    data = tmp_path / "tokens.npy"
+    data.write_bytes(b"1234")
+    first = checkpoint.fingerprint({"lr": 0.1}, [data])
+    assert checkpoint.fingerprint({"lr": 0.1}, [data]) == first
+    assert checkpoint.fingerprint({"lr": 0.2}, [data]) != first
+    data.write_bytes(b"1235")
+    assert checkpoint.fingerprint({"lr": 0.1}, [data]) != first
+
+
+def test_two_trainings_of_one_model_never_run_at_once(tmp_path):
+    lock = tmp_path / "checkpoints/mlp"
+    with (train_stage.exclusive(lock, "mlp"),
+          pytest.raises(MeliError, match="another training of mlp is running"),
+          train_stage.exclusive(lock, "mlp")):
+        pass
+    with train_stage.exclusive(tmp_path / "checkpoints/mlp", "mlp"):
+        pass  # released once the first is done
+
+
+# ---- the stage as DVC runs it: processes, kills ----------------------------------------------
+
+def workspace(pipeline, path: Path, params: str) -> Path:
+    for part in ("data/prepared", "data/features", "models/embeddings"):
+        shutil.copytree(pipeline.root / part, path / part)
+    (path / "params.yaml").write_text(params, encoding="utf-8")
+    return path
+
+
+def stage_command(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "meli.stages.train", "mlp", *extra]
+
+
+def epochs_logged(repo: Path) -> int:
+    path = repo / "results/train/mlp/plots/metrics/train/loss.tsv"
+    try:
+        return max(0, len(path.read_text(encoding="utf-8").splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"the training ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} in {seconds} s"
+        time.sleep(0.02)
+
+
+SMALL_STAGE = """\
+train:
+  epochs: {epochs}
+  batch_size: 64
+  learning_rate: 0.02
+  patience: 1000
+  threads: 1
+  processes: {processes}
+mlp:
+  hidden_sizes: [32]
+  dropout: {dropout}
+"""
+LONG_STAGE = SMALL_STAGE.format(epochs=1000, processes=1, dropout=0.1)
+
+
+@pytest.mark.slow
+def test_two_processes_on_localhost_train_like_one(pipeline, tmp_path):
+    results = {}
+    for processes in (1, 2):
+        repo = workspace(pipeline, tmp_path / f"p{processes}",
+                         # Without dropout, whose masks each rank draws from its own generator, two
+                         # processes compute the same gradients as one, up to rounding.
+                         SMALL_STAGE.format(epochs=6, processes=processes, dropout=0.0))
+        done = subprocess.run(stage_command(), cwd=repo, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        results[processes] = read_json(repo / "results/train/mlp/metrics.json")["best"]
+        # Rank 0 alone wrote the outputs: one bundle, one log of 6 epochs.
+        assert (repo / "models/mlp/weights.pt").exists()
+        assert epochs_logged(repo) == 6
+    assert results[1]["validation_balanced_accuracy"] > 0.5  # it learned something to compare
+    assert abs(results[2]["validation_balanced_accuracy"]
+               - results[1]["validation_balanced_accuracy"]) <= 0.005
+
+
+def rank_of(process: psutil.Process) -> int | None:
+    try:
+        rank = process.environ().get("RANK")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return int(rank) if rank is not None else None
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_stage_with_one_line_naming_it(pipeline, tmp_path):
+    two_processes = LONG_STAGE.replace("processes: 1", "processes: 2")
+    repo = workspace(pipeline, tmp_path / "repo", two_processes)
+    stage = subprocess.Popen(stage_command(), cwd=repo, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: epochs_logged(repo) >= 1, stage, "epoch logged")
+        ranks = {rank_of(child): child for child in psutil.Process(stage.pid).children(True)}
+        victim = ranks[1]
+        victim.kill()
+        killed_at = time.monotonic()
+        _, stderr = stage.communicate(timeout=60)
+        seconds = time.monotonic() - killed_at
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    assert stage.returncode == 1
+    assert seconds < 15
+    assert stderr.strip().splitlines()[-1] == (
+        f"meli train: error: rank 1 of 2 (pid {victim.pid}) was killed by SIGKILL; every other "
+        f"rank was stopped and no bundle was written")
+    assert "Traceback" not in stderr
+    assert not (repo / "models/mlp").exists()
+    assert not ranks[0].is_running() or ranks[0].status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_then_rerun_ends_bit_identical(pipeline, tmp_path):
+    params = SMALL_STAGE.format(epochs=30, processes=1, dropout=0.1)
+    whole = workspace(pipeline, tmp_path / "whole", params)
+    subprocess.run(stage_command(), cwd=whole, check=True, capture_output=True, timeout=300)
+
+    repo = workspace(pipeline, tmp_path / "repo", params)
+    stage = subprocess.Popen(stage_command(), cwd=repo, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    saved = repo / "checkpoints/mlp" / checkpoint.CHECKPOINT_FILE
+    wait_for(saved.exists, stage, "checkpoint written")
+    # Anywhere in the epochs that follow, mid-batch or mid-checkpoint.
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))
+    stage.kill()
+    stage.wait(timeout=30)
+    resumable = saved.exists()  # else it finished before the kill landed
+    shutil.rmtree(repo / "results")  # as DVC does before running the stage again
+    again = subprocess.run(stage_command(), cwd=repo, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert ("resuming after epoch" in again.stderr) is resumable
+    assert same_weights(weights(repo / "models/mlp"), weights(whole / "models/mlp"))
+    assert (read_json(repo / "results/train/mlp/metrics.json")
+            == read_json(whole / "results/train/mlp/metrics.json"))
+
+
+@pytest.mark.slow
+def test_a_second_training_of_the_same_model_is_refused(pipeline, tmp_path):
+    repo = workspace(pipeline, tmp_path / "repo", LONG_STAGE)
+    first = subprocess.Popen(stage_command(), cwd=repo, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: epochs_logged(repo) >= 1, first, "epoch logged")
+        second = subprocess.run(stage_command(), cwd=repo, capture_output=True, text=True,
+                                timeout=120)
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        "meli train: error: checkpoints/mlp: another training of mlp is running")
+
+
+@pytest.mark.slow
+def test_a_training_dies_with_the_process_that_started_it(pipeline, tmp_path):
+    repo = workspace(pipeline, tmp_path / "repo", LONG_STAGE)
+    # What `dvc repro` is to the stage: a parent that, once killed, cannot stop its child.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; "
+         f"subprocess.Popen({stage_command()!r}, stdout=subprocess.DEVNULL, "
+         "stderr=subprocess.DEVNULL); time.sleep(600)"], cwd=repo)
+    try:
+        wait_for(lambda: epochs_logged(repo) >= 1, parent, "epoch logged")
+        (child,) = psutil.Process(parent.pid).children()
+        parent.kill()
+        parent.wait(timeout=30)
+        gone, alive = psutil.wait_procs([child], timeout=10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert alive == [], "the training outlived the process that started it"
+    assert len(gone) == 1
