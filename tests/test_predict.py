@@ -26,7 +26,8 @@ TITLES = [
 ]
 K = 3
 CSV_HEADER = ["title", "category", "probability", "category_2", "probability_2", "category_3",
-              "probability_3"]
+              "probability_3", "known_words"]
+UNKNOWN_NOTE = "  (no word of it is known to the model)"
 
 
 @pytest.fixture(params=["mlp", "fasttext"])
@@ -47,7 +48,7 @@ def listing(out: str) -> list[tuple[str, list[tuple[str, float]]]]:
     parsed: list[tuple[str, list[tuple[str, float]]]] = []
     for line in out.splitlines():
         if not line.startswith("  "):
-            parsed.append((line, []))
+            parsed.append((line.removesuffix(UNKNOWN_NOTE), []))
             continue
         percent, category = line.strip().split("%", 1)
         parsed[-1][1].append((category.strip(), float(percent) / 100))
@@ -89,6 +90,7 @@ def test_titles_on_the_command_line_print_sorted_top_k(capsys, model):
 def test_a_title_of_unknown_words_still_gets_categories(capsys, model):
     code, out, _ = predict(capsys, "--model", str(model), "qwxz zzkj")
     assert code == 0
+    assert out.splitlines()[0] == "qwxz zzkj" + UNKNOWN_NOTE
     [(title, best)] = listing(out)
     assert title == "qwxz zzkj"
     assert len(best) == K
@@ -118,8 +120,8 @@ def test_input_titles_become_a_csv_with_the_same_answers(capsys, monkeypatch, tm
     elif source == "csv":
         where = write_csv(tmp_path / "titles.csv")
     else:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(Path(write_csv(tmp_path / "in.csv"))
-                                                      .read_text(encoding="utf-8")))
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(
+            Path(write_csv(tmp_path / "in.csv")).read_bytes())))
         where = "-"
     code, out, _ = predict(capsys, "--model", str(model), "--input", where)
     assert code == 0
@@ -128,7 +130,7 @@ def test_input_titles_become_a_csv_with_the_same_answers(capsys, monkeypatch, tm
     assert [row[0] for row in rows[1:]] == TITLES
     for row in rows[1:]:
         assert len(row) == len(CSV_HEADER)
-        probabilities = [float(value) for value in row[2::2]]
+        probabilities = [float(value) for value in row[2:-1:2]]
         assert probabilities == sorted(probabilities, reverse=True)
         assert sum(probabilities) <= 1 + 1e-5
     # The same top categories as titles given on the command line.
@@ -145,9 +147,9 @@ def test_output_file_and_top_k(capsys, tmp_path, mlp_bundle):
     assert out == ""
     rows = predictions_csv(target.read_text(encoding="utf-8"))
     assert rows[0][:3] == CSV_HEADER[:3]
-    assert rows[0][-2:] == ["category_5", "probability_5"]
+    assert rows[0][-3:] == ["category_5", "probability_5", "known_words"]
     assert len(rows) == len(TITLES) + 1
-    assert all(len(row) == 1 + 2 * 5 for row in rows)
+    assert all(len(row) == 1 + 2 * 5 + 1 for row in rows)
 
 
 @pytest.mark.parametrize("content", ["", "\n  \n\n", "title,price\n"],
@@ -227,3 +229,134 @@ def test_the_console_script(tmp_path, mlp_bundle, capsys):
     failed = subprocess.run([str(script), "predict", "--model", str(tmp_path / "nowhere"),
                              "mesa"], capture_output=True, text=True, timeout=120)
     assert "no model bundle" in one_line_error(failed.returncode, failed.stderr)
+
+
+# ---- input that is not what it should be (each: one line and a non-zero exit, or a count) ----
+
+def run_cli(tmp_path: Path, *args: str, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "meli", "predict", *args], cwd=tmp_path,
+                          stdin=stdin, capture_output=True, timeout=120)
+
+
+def test_a_line_of_a_million_characters_is_skipped_and_counted(capsys, tmp_path, mlp_bundle):
+    source = tmp_path / "huge.txt"
+    source.write_text("x" * 1_000_000 + "\n" + TITLES[0] + "\n", encoding="utf-8")
+    code, out, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(source))
+    assert code == 0
+    assert [row[0] for row in predictions_csv(out)[1:]] == [TITLES[0]]
+    assert "skipped 1 row(s) with a title longer than 10,000 characters (line 1)" in err
+    alone = tmp_path / "alone.txt"
+    alone.write_text("x" * 1_000_000, encoding="utf-8")
+    code, _, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(alone))
+    assert code == 1
+    assert err.strip().splitlines()[-1] == f"meli predict: error: {alone}: no titles to classify"
+
+
+def test_a_csv_without_a_title_column_names_its_columns(capsys, tmp_path, mlp_bundle):
+    source = tmp_path / "products.csv"
+    source.write_text("name,price\nMesa de luz,10\nCelular Samsung,20\n", encoding="utf-8")
+    code, out, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(source))
+    line = one_line_error(code, err)
+    assert line == (f"meli predict: error: {source}: line 1: no 'title' column; the columns are "
+                    f"'name', 'price' (give the titles' column with --column NAME)")
+    assert out == ""
+    code, out, _ = predict(capsys, "--model", str(mlp_bundle), "--input", str(source),
+                           "--column", "name")
+    assert code == 0
+    assert [row[0] for row in predictions_csv(out)[1:]] == ["Mesa de luz", "Celular Samsung"]
+
+
+@pytest.mark.parametrize("what", ["empty", "directory", "missing"])
+def test_an_input_that_is_no_file_of_titles_is_one_line_error(capsys, tmp_path, mlp_bundle,
+                                                              what):
+    source = tmp_path / "input.txt"
+    expected = {"empty": "empty, no titles to classify",
+                "directory": "is a directory, not a file of titles",
+                "missing": "no such file"}[what]
+    if what == "empty":
+        source.write_bytes(b"")
+    elif what == "directory":
+        source.mkdir()
+    code, out, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(source))
+    assert one_line_error(code, err) == f"meli predict: error: {source}: {expected}"
+    assert out == ""
+
+
+@pytest.mark.parametrize("csv_input", [False, True], ids=["lines", "csv"])
+def test_bytes_that_are_not_utf8_are_named_by_line(capsys, tmp_path, mlp_bundle, csv_input):
+    source = tmp_path / ("titles.csv" if csv_input else "titles.txt")
+    header = b"title\n" if csv_input else b""
+    source.write_bytes(header + b"Mesa de luz\nCelular Samsung\nCami\xf1a bordada\nRemera\n")
+    code, out, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(source))
+    line = 4 if csv_input else 3
+    assert one_line_error(code, err) == (
+        f"meli predict: error: {source}: line {line}: not valid UTF-8 (byte 0xf1); save the "
+        f"file as UTF-8")
+
+
+def test_stdin_closed_at_once_is_one_line_error(tmp_path, mlp_bundle):
+    result = run_cli(tmp_path, "--model", str(mlp_bundle), "--input", "-")
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "meli predict: error: <stdin>: no input (standard input was empty or closed)"]
+
+
+def test_a_title_of_symbols_only_is_classified_and_marked(capsys, tmp_path, model):
+    source = tmp_path / "titles.txt"
+    source.write_text("🔥🔥 !!! ★★★\n" + TITLES[0] + "\n", encoding="utf-8")
+    code, out, _ = predict(capsys, "--model", str(model), "--input", str(source))
+    assert code == 0
+    rows = predictions_csv(out)
+    known = rows[0].index("known_words")
+    assert [row[0] for row in rows[1:]] == ["🔥🔥 !!! ★★★", TITLES[0]]
+    assert rows[1][known] == "0"
+    assert int(rows[2][known]) > 0
+    assert rows[1][1] in read_json(model / "labels.json")
+
+
+def test_gzip_input_streams_in_blocks_and_writes_as_it_goes(capsys, tmp_path, monkeypatch,
+                                                            mlp_bundle):
+    import gzip
+
+    from meli import predict as predict_module
+
+    titles = [f"{TITLES[i % len(TITLES)]} {i}" for i in range(3_000)]
+    source = tmp_path / "titles.txt.gz"
+    source.write_bytes(gzip.compress(("\n".join(titles) + "\n").encode()))
+    # Small blocks: the file arrives in many pieces, each classified and written in turn.
+    monkeypatch.setattr(predict_module, "BLOCK_BYTES", 4096)
+    blocks = []
+    original = predict_module.prediction_table
+    monkeypatch.setattr(predict_module, "prediction_table",
+                        lambda *args: blocks.append(len(args[1])) or original(*args))
+    code, out, _ = predict(capsys, "--model", str(mlp_bundle), "--input", str(source))
+    assert code == 0
+    assert len(blocks) > 10 and sum(blocks) == 3_000
+    rows = predictions_csv(out)
+    assert [row[0] for row in rows[1:]] == titles
+    whole = load_classifier(mlp_bundle).top(titles[:50], K)
+    assert [row[1] for row in rows[1:51]] == [best[0][0] for best in whole]
+
+
+def test_a_failure_midway_leaves_no_half_written_output(capsys, tmp_path, monkeypatch,
+                                                        mlp_bundle):
+    from meli import predict as predict_module
+
+    monkeypatch.setattr(predict_module, "BLOCK_BYTES", 256)
+    source = tmp_path / "titles.txt"
+    source.write_bytes(("\n".join(TITLES * 40) + "\n").encode() + b"caf\xe9\n")
+    target = tmp_path / "predictions.csv"
+    code, _, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(source),
+                           "--output", str(target))
+    assert "not valid UTF-8" in one_line_error(code, err)
+    assert not target.exists()
+    assert list(tmp_path.glob(".predictions.csv.partial-*")) == []
+
+
+def test_no_progress_bar_when_piped(tmp_path, mlp_bundle):
+    source = tmp_path / "titles.txt"
+    source.write_text("\n".join(TITLES) + "\n", encoding="utf-8")
+    result = run_cli(tmp_path, "--model", str(mlp_bundle), "--input", str(source))
+    assert result.returncode == 0
+    assert result.stderr.decode().splitlines()[-1].startswith("predict: 4 titles in ")
+    assert "\r" not in result.stderr.decode()

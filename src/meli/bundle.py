@@ -100,13 +100,47 @@ class Classifier:
         """The most probable class id of each title."""
         return self.probabilities(titles, batch_size).argmax(axis=1)
 
+    def known_words(self, titles: list[str] | pa.Array) -> np.ndarray:
+        """How many words of each title the model has a vector (or an entry) for."""
+        raise NotImplementedError
+
+    def top_k(self, titles: list[str] | pa.Array, k: int = 3,
+              batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each title: its k most probable class ids (best first), their probabilities,
+        and how many of its words the model knows. Works batch by batch: the full matrix of
+        probabilities never exists for more than `batch_size` titles."""
+        if not isinstance(titles, pa.Array | pa.ChunkedArray):
+            titles = pa.array(list(titles), pa.string())
+        k = max(1, min(k, len(self.labels)))
+        parts = [self._top_k_batch(titles.slice(start, batch_size), k)
+                 for start in range(0, len(titles), batch_size)]
+        if not parts:
+            return (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32),
+                    np.zeros(0, np.int64))
+        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+    def _top_k_batch(self, titles: pa.Array, k: int) -> tuple[np.ndarray, ...]:
+        indices, values = top_k_of(self.probabilities(titles), k)
+        return indices, values, self.known_words(titles)
+
     def top(self, titles: list[str], k: int = 3) -> list[list[tuple[str, float]]]:
         """The k most probable categories of each title, with their probabilities."""
-        probabilities = self.probabilities(titles)
-        k = min(k, probabilities.shape[1])
-        best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        return [[(self.labels[i], float(row[i])) for i in order]
-                for row, order in zip(probabilities, best, strict=True)]
+        indices, values, _ = self.top_k(titles, k)
+        return [[(self.labels[i], float(p)) for i, p in zip(row, row_values, strict=True)]
+                for row, row_values in zip(indices, values, strict=True)]
+
+
+def top_k_of(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest of each row, best first, a tie going to the lower class id."""
+    if k >= probabilities.shape[1]:
+        order = np.argsort(-probabilities, axis=1, kind="stable")
+    else:
+        candidates = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+        values = np.take_along_axis(probabilities, candidates, axis=1)
+        # Sorted by probability, then by class id: a stable order among the k.
+        within = np.lexsort((candidates, -values), axis=1)
+        order = np.take_along_axis(candidates, within, axis=1)
+    return order, np.take_along_axis(probabilities, order, axis=1)
 
 
 class FastTextClassifier(Classifier):
@@ -127,6 +161,11 @@ class FastTextClassifier(Classifier):
             raise MeliError(f"{path}: cannot load: {first_line(error)}") from None
         # The baseline trains on "__label__<class id>": category names may contain spaces.
         self.index = {f"__label__{i}": i for i in range(len(labels))}
+
+    def known_words(self, titles: list[str] | pa.Array) -> np.ndarray:
+        known = self.model.get_word_id
+        return np.array([sum(known(word) >= 0 for word in text.split())
+                         for text in self.normalize(titles).to_pylist()], dtype=np.int64)
 
     def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
         texts = self.normalize(titles).to_pylist()

@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from meli import __version__
 from meli.command import run
@@ -39,7 +40,8 @@ STAGES = {
 
 def _predict(args: argparse.Namespace) -> None:
     from meli.classify import load_classifier
-    from meli.predict import print_predictions, read_titles, write_predictions_csv
+    from meli.files import atomic_file
+    from meli.predict import TitleReader, print_predictions, show_progress, write_predictions_csv
 
     if args.input is None and not args.titles:
         raise MeliError("give titles to classify, or --input FILE (- for stdin)")
@@ -47,22 +49,27 @@ def _predict(args: argparse.Namespace) -> None:
         raise MeliError("give titles on the command line or --input FILE, not both")
     if args.top_k < 1:
         raise MeliError(f"--top-k must be at least 1, got {args.top_k}")
-    titles = read_titles(args.input) if args.input else list(args.titles)
-    if any(not title.strip() for title in titles):
+    if args.input is None and any(not title.strip() for title in args.titles):
         raise MeliError("a title given on the command line is empty")
-    classifier = load_classifier(args.model)
-    started = time.perf_counter()
-    if args.input is None:
-        print_predictions(classifier, titles, args.top_k, sys.stdout)
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        raise MeliError(f"{args.output}: its directory does not exist")
+    reader = TitleReader(args.input, args.column) if args.input is not None else None
+    classifier = load_classifier(args.model, args.device, args.precision)
+    if reader is None:
+        print_predictions(classifier, list(args.titles), args.top_k, sys.stdout)
         return
+    started = time.perf_counter()
     if args.output:
-        with open(args.output, "w", newline="", encoding="utf-8") as out:
-            write_predictions_csv(classifier, titles, args.top_k, out)
+        # Written aside and moved into place when complete: a failure midway leaves no half file.
+        with atomic_file(args.output) as out:
+            titles = write_predictions_csv(classifier, reader, args.top_k, out, show_progress())
     else:
-        write_predictions_csv(classifier, titles, args.top_k, sys.stdout)
+        titles = write_predictions_csv(classifier, reader, args.top_k, sys.stdout.buffer,
+                                       show_progress())
+        sys.stdout.buffer.flush()
     seconds = time.perf_counter() - started
-    log.info("predict: %d titles in %.2fs (%.0f titles/s)", len(titles), seconds,
-             len(titles) / max(seconds, 1e-9))
+    log.info("predict: %d titles in %.2fs (%.0f titles/s)", titles, seconds,
+             titles / max(seconds, 1e-9))
 
 
 def _full_params(path: str):
@@ -156,10 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=str(bundle_dir("cnn")),
                          help="model bundle directory (default: %(default)s)")
     predict.add_argument("--input", metavar="FILE",
-                         help="one title per line, or a CSV with a 'title' column; - for stdin")
+                         help="one title per line, or a CSV with a 'title' column (gzip or "
+                              "not); - for stdin")
     predict.add_argument("--output", metavar="FILE", help="CSV to write (default: stdout)")
     predict.add_argument("-k", "--top-k", type=int, default=3,
                          help="categories per title (default: %(default)s)")
+    predict.add_argument("--column", metavar="NAME",
+                         help="the CSV column that holds the titles (default: title)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="where a PyTorch model runs (default: %(default)s, CUDA if present)")
+    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                         help="auto: bf16 on CUDA, and on a CPU with bf16 when training found it "
+                              "kept the model's validation figures (default: %(default)s)")
 
     search = commands.add_parser(
         "search", help="queue a random hyperparameter search as DVC experiments",

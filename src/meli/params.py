@@ -140,7 +140,7 @@ class TrainParams:
     threads: int = param(2, min=1, max=256)
     # auto: CUDA when PyTorch sees a GPU, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: bf16 autocast on CUDA, float32 on a CPU.
+    # auto: bf16 autocast on CUDA and on a CPU with native bf16 (AVX-512 BF16, AMX), else fp32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # CUDA kernels that give the same result every run (slower); a CPU is always deterministic.
     cuda_deterministic: bool = False

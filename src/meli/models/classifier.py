@@ -12,6 +12,7 @@ import torch
 from meli.bundle import VOCAB_FILE, WEIGHTS_FILE, Classifier, first_line
 from meli.device import CPU, autocast, resolve_device, use_bf16
 from meli.errors import MeliError
+from meli.layout import UNKNOWN
 from meli.models import build_model
 from meli.params import TextParams
 from meli.vocabulary import Vocabulary
@@ -45,10 +46,30 @@ class TorchClassifier(Classifier):
                             f"config.json says {config['vocabulary_size']}")
         self.model.to(self.device).eval()
 
+    def tokens(self, titles: list[str] | pa.Array) -> np.ndarray:
+        return self.vocabulary.encode(self.normalize(titles), self.config["max_length"])
+
     @torch.inference_mode()
     def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
-        tokens = self.vocabulary.encode(self.normalize(titles), self.config["max_length"])
-        return probabilities_of(self.model, tokens, batch_size, self.device, self.bf16)
+        return probabilities_of(self.model, self.tokens(titles), batch_size, self.device,
+                                self.bf16)
+
+    def known_words(self, titles: list[str] | pa.Array) -> np.ndarray:
+        return (self.tokens(titles) > UNKNOWN).sum(axis=1)
+
+    @torch.inference_mode()
+    def _top_k_batch(self, titles: pa.Array, k: int) -> tuple[np.ndarray, ...]:
+        tokens = self.tokens(titles)
+        batch = torch.from_numpy(tokens).to(self.device, non_blocking=True)
+        with autocast(self.device, self.bf16):
+            logits = self.model(batch)
+        probabilities = torch.softmax(logits.float(), dim=1)
+        # topk orders equal values by position only on some devices: sort the k by id too.
+        values, indices = torch.topk(probabilities, k, dim=1)
+        indices, values = indices.cpu().numpy(), values.cpu().numpy()
+        within = np.lexsort((indices, -values), axis=1)
+        return (np.take_along_axis(indices, within, axis=1),
+                np.take_along_axis(values, within, axis=1), (tokens > UNKNOWN).sum(axis=1))
 
 
 @torch.inference_mode()

@@ -4,8 +4,8 @@ A plain `train(...)`/`evaluate(...)` pair: seeds first, then one pass over shuff
 epoch, a validation pass, a dvclive step, a checkpoint. The epoch with the best validation
 balanced accuracy wins; training stops after `patience` epochs without improvement.
 
-- Device: `train.device` (auto, cpu, cuda); on CUDA, bf16 autocast (`train.precision`), pinned
-  host memory and non-blocking copies.
+- Device: `train.device` (auto, cpu, cuda); bf16 autocast (`train.precision`, see meli.device);
+  on CUDA, pinned host memory and non-blocking copies.
 - Several processes (`train.processes`, `train.nodes`): PyTorch's elastic agent runs one worker
   per rank (meli.distributed); `train.batch_size` stays the global batch, each rank computing
   its disjoint share of every batch, so a params file means the same at any process count.
@@ -47,6 +47,7 @@ from meli.device import (
     cpu_has_bf16,
     resolve_device,
     use_bf16,
+    use_bf16_training,
 )
 from meli.distributed import ALONE, Group
 from meli.errors import MeliError
@@ -366,7 +367,9 @@ def train(architecture: str, params: TrainParams, model_params: Any,
     features_dir, prepared_dir = Path(features_dir), Path(prepared_dir)
     embeddings_dir, live_dir = Path(embeddings_dir), Path(live_dir)
     device = resolve_device(params.device, group.local_rank)
-    bf16 = use_bf16(params.precision, device)
+    bf16 = use_bf16_training(params.precision, device)
+    # Validation as inference runs there by default: float32 on a CPU, bf16 on CUDA.
+    bf16_validation = use_bf16(params.precision, device)
     seed_everything(params.seed + group.rank, params.threads, device, params.cuda_deterministic)
     train_split = Split.load(features_dir, "train")
     validation = Split.load(features_dir, "validation")
@@ -440,7 +443,7 @@ def train(architecture: str, params: TrainParams, model_params: Any,
                                  model_params.word_dropout, group, device, bf16)
         train_seconds += time.perf_counter() - started
         loss, balanced, accuracy = evaluate(model, validation, loss_function, len(labels),
-                                            group=group, device=device, bf16=bf16)
+                                            group=group, device=device, bf16=bf16_validation)
         result = EpochResult(train_loss, loss, balanced, accuracy, learning_rate,
                              time.perf_counter() - started)
         if best is None or balanced > best.validation_balanced_accuracy:
