@@ -105,7 +105,7 @@ class Classifier:
         raise NotImplementedError
 
     def top_k(self, titles: list[str] | pa.Array, k: int = 3,
-              batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              batch_size: int = 16_384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each title: its k most probable class ids (best first), their probabilities,
         and how many of its words the model knows. Works batch by batch: the full matrix of
         probabilities never exists for more than `batch_size` titles."""

@@ -12,10 +12,15 @@ import torch
 from meli.bundle import VOCAB_FILE, WEIGHTS_FILE, Classifier, first_line
 from meli.device import CPU, autocast, resolve_device, use_bf16
 from meli.errors import MeliError
-from meli.layout import UNKNOWN
+from meli.layout import PAD, UNKNOWN
 from meli.models import build_model
 from meli.params import TextParams
 from meli.vocabulary import Vocabulary
+
+
+# Titles per forward pass. Classifier.top_k hands over larger blocks, which are sorted by length
+# and cut into batches of this size, each only as wide as its longest title.
+INFERENCE_BATCH = 1024
 
 
 class TorchClassifier(Classifier):
@@ -60,16 +65,36 @@ class TorchClassifier(Classifier):
     @torch.inference_mode()
     def _top_k_batch(self, titles: pa.Array, k: int) -> tuple[np.ndarray, ...]:
         tokens = self.tokens(titles)
-        batch = torch.from_numpy(tokens).to(self.device, non_blocking=True)
-        with autocast(self.device, self.bf16):
-            logits = self.model(batch)
-        probabilities = torch.softmax(logits.float(), dim=1)
+        indices = np.empty((len(tokens), k), dtype=np.int64)
+        values = np.empty((len(tokens), k), dtype=np.float32)
+        for rows, logits in _logits_by_length(self.model, tokens, INFERENCE_BATCH, self.device,
+                                              self.bf16):
+            logits = logits.float()
+            # The k best logits, and their softmax without writing out every probability.
+            top_logits, top_indices = torch.topk(logits, k, dim=1)
+            top_values = torch.exp(top_logits - torch.logsumexp(logits, dim=1, keepdim=True))
+            indices[rows], values[rows] = top_indices.cpu().numpy(), top_values.cpu().numpy()
         # topk orders equal values by position only on some devices: sort the k by id too.
-        values, indices = torch.topk(probabilities, k, dim=1)
-        indices, values = indices.cpu().numpy(), values.cpu().numpy()
         within = np.lexsort((indices, -values), axis=1)
         return (np.take_along_axis(indices, within, axis=1),
                 np.take_along_axis(values, within, axis=1), (tokens > UNKNOWN).sum(axis=1))
+
+
+def _logits_by_length(model: torch.nn.Module, tokens: np.ndarray, batch_size: int,
+                      device: torch.device, bf16: bool):
+    """(row indices, logits) for batches of titles of similar length, each batch cut to its
+    longest title: titles average a third of max_length, and padding is work for nothing.
+    The models ignore trailing padding (training cuts batches the same way)."""
+    model.eval()
+    lengths = (np.asarray(tokens) != PAD).sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = max(1, int(lengths[rows[-1]]))
+        batch = torch.from_numpy(np.ascontiguousarray(np.asarray(tokens)[rows, :width]))
+        with autocast(device, bf16):
+            logits = model(batch.to(device, non_blocking=True))
+        yield rows, logits
 
 
 @torch.inference_mode()
@@ -77,15 +102,10 @@ def probabilities_of(model: torch.nn.Module, tokens: np.ndarray, batch_size: int
                      device: torch.device = CPU,
                      bf16: bool = False) -> np.ndarray:
     """Softmax outputs (float32) of a PyTorch model over token-id rows, in batches."""
-    model.eval()
     result = np.zeros((len(tokens), 0), dtype=np.float32)
-    for start in range(0, len(tokens), batch_size):
-        batch = torch.from_numpy(np.asarray(tokens[start:start + batch_size]))
-        batch = batch.to(device, non_blocking=True)
-        with autocast(device, bf16):
-            logits = model(batch)
+    for rows, logits in _logits_by_length(model, tokens, batch_size, device, bf16):
         probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        if start == 0:
+        if result.shape[1] == 0:
             result = np.empty((len(tokens), probabilities.shape[1]), dtype=np.float32)
-        result[start:start + len(batch)] = probabilities
+        result[rows] = probabilities
     return result
