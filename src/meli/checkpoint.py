@@ -38,11 +38,13 @@ def fingerprint(settings: Any, files: Iterable[Path]) -> str:
 
 
 def package_code() -> list[Path]:
-    """The files of every `meli` module this process has imported: the code that trains."""
+    """The files of every `meli` module this process has imported: the code that trains (the
+    command line that may have started the stage is not part of it)."""
     files = set()
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if (name == "meli" or name.startswith("meli.")) and path:
+        if (name == "meli" or name.startswith("meli.")) and path \
+                and name not in ("meli.cli", "meli.__main__"):
             files.add(Path(path))
     return sorted(files)
 

@@ -122,6 +122,16 @@ def _leaderboard(args: argparse.Namespace) -> None:
         log.info("leaderboard: applied %s to the workspace (dvc exp apply)", apply_best(done))
 
 
+def _registry(args: argparse.Namespace) -> None:
+    from meli.experiments import registry
+
+    if args.update:
+        names = registry.update()
+        log.info("registry: dvc.yaml artifacts %s updated from the metrics; commit dvc.yaml, "
+                 "then `gto register <name>` to publish a version", ", ".join(names))
+    print(registry.show())
+
+
 def _pull(args: argparse.Namespace) -> None:
     from meli.experiments.remote import pull
 
@@ -206,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--apply", action="store_true",
                        help="dvc exp apply the best experiment into the workspace")
 
+    registry = commands.add_parser(
+        "registry", help="the model bundles declared as DVC artifacts (dvc artifacts get)",
+        description="Show the artifacts of dvc.yaml; --update rewrites their meta (architecture, "
+                    "data, balanced accuracy) from the metrics files.")
+    registry.add_argument("--update", action="store_true",
+                          help="rewrite the artifacts section of dvc.yaml from the metrics")
+
     pull = commands.add_parser(
         "pull", help="dvc pull, but check out only if every object arrived intact",
         description="Fetch the outputs dvc.lock names, verify every downloaded object's hash, "
@@ -229,5 +246,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stage.main(argv[1:])
     args = build_parser().parse_args(argv)
     action = {"predict": _predict, "search": _search, "leaderboard": _leaderboard,
-              "pull": _pull}[args.command]
+              "registry": _registry, "pull": _pull}[args.command]
     return run(args.command, lambda: action(args))

@@ -64,6 +64,8 @@ def current() -> Group:
 def join(group: Group, device: torch.device) -> None:
     """Join the process group of a multi-process run (nothing to do alone)."""
     if group.world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL talks through the current device
         backend = "nccl" if device.type == "cuda" else "gloo"
         # A peer that died is noticed by the agent within a second; the timeout only bounds a
         # collective that some rank never reaches.

@@ -17,7 +17,6 @@ from meli.models import build_model
 from meli.params import TextParams
 from meli.vocabulary import Vocabulary
 
-
 # Titles per forward pass. Classifier.top_k hands over larger blocks, which are sorted by length
 # and cut into batches of this size, each only as wide as its longest title.
 INFERENCE_BATCH = 1024

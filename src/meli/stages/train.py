@@ -231,7 +231,8 @@ def train_epoch(model: nn.Module, loader: torch.utils.data.DataLoader,
     DDP's average of the ranks' gradients is the gradient of the whole batch's loss.
     """
     model.train()
-    weight = loss_function.weight
+    # Batch weights are summed on the CPU, where the labels are: no GPU round trip per step.
+    weight = None if loss_function.weight is None else loss_function.weight.cpu()
     total = torch.zeros((), dtype=torch.float64, device=device)
     rows = 0
     show = group.main and sys.stderr.isatty()
@@ -397,7 +398,12 @@ def train(architecture: str, params: TrainParams, model_params: Any,
         # one (dropout) sees exactly the draws it would without a loader.
         generator=torch.Generator().manual_seed(params.seed),
         pin_memory=device.type == "cuda", persistent_workers=params.loader_workers > 0)
-    trained = (nn.parallel.DistributedDataParallel(model) if group.world > 1 else model)
+    if group.world == 1:
+        trained = model
+    elif device.type == "cuda":
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    else:
+        trained = nn.parallel.DistributedDataParallel(model)
 
     settings = {"model": architecture, "train": to_dict(params), architecture:
                 to_dict(model_params), "world": group.world}

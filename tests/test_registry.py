@@ -1,0 +1,86 @@
+"""The model registry: every bundle is a DVC artifact whose meta tells the truth, and a user
+with nothing but a Git URL gets a version with `dvc artifacts get` and predicts as the
+repository does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc_repo import ROOT, SMALL, dvc, make_repo, run
+
+from meli.experiments import registry
+
+GTO = str(Path(sys.executable).parent / "gto")
+
+
+@pytest.fixture(scope="module")
+def declared() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+
+
+def test_every_bundle_is_a_model_artifact(declared):
+    artifacts = declared["artifacts"]
+    assert list(artifacts) == registry.models()
+    outputs = {out if isinstance(out, str) else next(iter(out))
+               for stage in declared["stages"].values() for out in stage.get("outs", [])}
+    for name, entry in artifacts.items():
+        assert entry["type"] == "model"
+        assert entry["desc"]
+        assert name in entry["labels"]
+        assert entry["path"] == f"models/{name}"
+        # A bundle some stage writes (the train matrix writes models/${item.model}).
+        assert entry["path"] in outputs or "models/${item.model}" in outputs
+
+
+def test_the_meta_figures_are_those_of_the_metrics_files(declared):
+    for name, entry in declared["artifacts"].items():
+        meta = entry["meta"]
+        test = json.loads((ROOT / f"metrics/{name}.json").read_text())["test"]
+        validation = json.loads((ROOT / f"results/train/{name}/metrics.json").read_text())
+        assert meta["test_balanced_accuracy"] == round(test["balanced_accuracy"], 4), (
+            f"{name}: run `meli registry --update` after `dvc repro`")
+        assert meta["validation_balanced_accuracy"] == round(
+            validation["best"]["validation_balanced_accuracy"], 4)
+        assert meta["trained_on"].startswith("synthetic sample")
+
+
+def meli(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
+    return run(cwd, sys.executable, "-m", "meli", *arguments)
+
+
+@pytest.mark.slow
+def test_dvc_artifacts_get_by_version_and_stage_then_predict_as_the_repository(tmp_path):
+    repo = make_repo(tmp_path / "repo", SMALL)
+    storage, origin = tmp_path / "storage", tmp_path / "origin.git"
+    dvc(repo, "remote", "add", "-d", "storage", str(storage))
+    dvc(repo, "repro")
+    meli(repo, "registry", "--update")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "trained")
+    dvc(repo, "push")
+    run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
+    run(repo, "git", "remote", "add", "origin", str(origin))
+    run(repo, "git", "push", "-q", "origin", "main")
+    run(repo, GTO, "register", "cnn", "--version", "v1.0.0")
+    run(repo, GTO, "assign", "cnn", "--version", "v1.0.0",
+        "--stage", "prod")
+    run(repo, "git", "push", "-q", "origin", "--tags")
+
+    titles = ["Zapatillas Nike Air Max Talle 42", "Funda Silicona iPhone 11"]
+    source = tmp_path / "titles.txt"
+    source.write_text("\n".join(titles) + "\n", encoding="utf-8")
+    expected = meli(repo, "predict", "--model", "models/cnn", "--input", str(source)).stdout
+
+    for how in (["--rev", "v1.0.0"], ["--stage", "prod"], []):
+        empty = tmp_path / f"user-{'-'.join(how).strip('-') or 'latest'}"
+        empty.mkdir()
+        dvc(empty, "artifacts", "get", str(origin), "cnn", *how, "-o", "cnn")
+        assert sorted(p.name for p in (empty / "cnn").iterdir()) == sorted(
+            p.name for p in (repo / "models/cnn").iterdir())
+        got = meli(empty, "predict", "--model", "cnn", "--input", str(source)).stdout
+        assert got == expected
