@@ -4,10 +4,11 @@
 
 Builds a temporary git + DVC repository of this project with `data.source` pointing at the real
 sample, runs every stage with `dvc repro -s <stage>` in pipeline order (timing each), then prints
-the test balanced accuracy of the MLP, the CNN and the fastText baseline, each model's training
-throughput, and prediction throughput through the same code as `meli predict`.
-Targets: best model >= 0.93, MLP >= 0.91, both above fastText; whole pipeline <= 5 minutes on
-2 CPU cores; MLP prediction >= 20,000 titles/s.
+the validation and test balanced accuracy of every model (MLP, CNN, RNN, the fastText baseline
+and the ensemble), each PyTorch model's training throughput, and prediction throughput through
+the same code as `meli predict` (titles normalized, encoded, classified, top 3 chosen).
+Targets: ensemble >= 0.945, RNN >= 0.935, MLP and CNN above fastText; whole pipeline <= 5
+minutes on 2 CPU cores; RNN prediction >= 5,000 titles/s.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ from dvc_repo import REAL_SAMPLE, dvc, make_repo  # noqa: E402
 
 from meli.classify import load_classifier  # noqa: E402
 
-STAGES = ("ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn", "baseline",
-          "evaluate@mlp", "evaluate@cnn", "evaluate@fasttext")
-MODELS = ("mlp", "cnn", "fasttext")
+STAGES = ("ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn", "train@rnn",
+          "baseline", "ensemble", "evaluate@mlp", "evaluate@cnn", "evaluate@rnn",
+          "evaluate@fasttext", "evaluate@ensemble")
+MODELS = ("mlp", "cnn", "rnn", "fasttext", "ensemble")
 
 
 def prediction_speed(repo: Path, model: str, titles: list[str]) -> float:
     classifier = load_classifier(repo / "models" / model)
-    classifier.predict(titles[:1000])  # warm up
+    classifier.top_k(titles[:1000], 3)  # warm up
     started = time.perf_counter()
-    classifier.predict(titles)
+    classifier.top_k(titles, 3)
     return len(titles) / (time.perf_counter() - started)
 
 
@@ -78,11 +80,10 @@ def main() -> None:
             trained = f"{throughput[model]:,.0f}" if model in throughput else "-"
             print(f"{model:<9} {summary['best']['validation_balanced_accuracy']:>10.4f} "
                   f"{test[model]:>8.4f} {trained:>15} {speed:>17,.0f}")
-        best = max(test["mlp"], test["cnn"])
-        print(f"\nbest test balanced accuracy {best:.4f} (target >= 0.93); MLP {test['mlp']:.4f} "
-              f"(target >= 0.91); fastText {test['fasttext']:.4f} "
+        print(f"\nensemble {test['ensemble']:.4f} (target >= 0.945); RNN {test['rnn']:.4f} "
+              f"(target >= 0.935); fastText {test['fasttext']:.4f} "
               f"({'below' if min(test['mlp'], test['cnn']) > test['fasttext'] else 'NOT below'}"
-              f" both)")
+              f" the MLP and the CNN)")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def one_line_error(result: subprocess.CompletedProcess, stage: str) -> str:
         ("embeddings", "embeddings:\n  min_ngram: 7\n  max_ngram: 6\n",
          "params.yaml: embeddings.min_ngram (7) must not exceed max_ngram (6)"),
         ("ingest", None, "params.yaml: no such params file"),
+        ("baseline", "baseline:\n  threads: all\n",
+         "params.yaml: baseline.threads must be 'auto' or an integer, got str 'all'"),
     ],
 )
 def test_params_errors(tmp_path, stage, params, expected):
@@ -123,6 +125,13 @@ def test_embeddings_with_a_bad_pretrained_file(tmp_path):
                           "embeddings")
     assert line.endswith("error: vectors.vec: line 1: expected a '<words> <dim>' header")
     assert not (tmp_path / "models" / "embeddings").exists()
+
+
+def test_an_output_that_cannot_be_written(tmp_path):
+    (tmp_path / "data").write_text("a file where the data directory should be")
+    line = one_line_error(meli(tmp_path, "ingest", "data:\n  sample_rows: 200\n"), "ingest")
+    assert line == ("meli ingest: error: data: cannot write: a file stands where a directory "
+                    "is needed (writing data/raw)")
 
 
 def test_a_good_run_exits_zero(tmp_path):

@@ -134,4 +134,4 @@ def test_the_matrices_follow_the_model_registry(dvc_yaml_text):
 
     stages = yaml.safe_load(dvc_yaml_text)["stages"]
     assert stages["train"]["matrix"]["model"] == list(names())
-    assert stages["evaluate"]["matrix"]["model"] == [*names(), "fasttext"]
+    assert stages["evaluate"]["matrix"]["model"] == [*names(), "fasttext", "ensemble"]

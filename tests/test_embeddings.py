@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,45 @@ def test_training_ignores_what_the_heap_held_before(sample_data, tmp_path):
         libc.free(block)
         dirty = train(sample_data, tmp_path / f"dirty-{attempt}", **small)
         np.testing.assert_array_equal(dirty, clean)
+
+
+def test_threads_auto_means_every_core(sample_data, tmp_path):
+    from meli.fasttext_training import thread_count
+    from meli.params import parse_params
+
+    params = parse_params({"embeddings": {"threads": "auto"}, "baseline": {"threads": "auto"}})
+    assert params.embeddings.threads == params.baseline.threads == "auto"
+    assert parse_params({}).embeddings.threads == parse_params({}).baseline.threads == 1
+    assert thread_count("auto") == len(os.sched_getaffinity(0))
+    assert thread_count(3) == 3
+    matrix = train(sample_data, tmp_path / "auto", threads="auto", epochs=1)
+    assert matrix.shape[1] == SMALL["dim"] and np.isfinite(matrix).all()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("many", "embeddings.threads must be 'auto' or an integer, got str 'many'"),
+    (0, "embeddings.threads must be >= 1, got int 0"),
+    (2.5, "embeddings.threads must be an integer, got float 2.5"),
+])
+def test_threads_that_are_neither_a_count_nor_auto(value, expected):
+    from meli.params import parse_params
+
+    with pytest.raises(MeliError) as caught:
+        parse_params({"embeddings": {"threads": value}})
+    assert str(caught.value) == f"params.yaml: {expected}"
+
+
+def test_corpus_file_is_one_normalized_title_per_line(sample_data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from meli.fasttext_training import write_corpus
+
+    prepared, _ = sample_data
+    train_split = pq.read_table(prepared / "train.parquet")
+    for labelled in (False, True):
+        corpus = tmp_path / f"corpus-{labelled}.txt"
+        write_corpus(prepared / "train.parquet", corpus, labelled)
+        expected = [f"__label__{label} {text}" if labelled else text for text, label in zip(
+            train_split.column("text").to_pylist(), train_split.column("label").to_pylist(),
+            strict=True)]
+        assert corpus.read_text(encoding="utf-8").split("\n") == [*expected, ""]

@@ -57,13 +57,34 @@ def test_metrics_file_matches_a_recomputation_from_the_bundle(evaluated):
     }
     written = read_json(out / "metrics.json")
     assert set(written) == {"test"}
-    assert set(written["test"]) == {*expected, "rows"}
+    assert set(written["test"]) == {*expected, "rows", "by_language", "by_label_quality"}
     assert written["test"]["rows"] == len(true) == result.rows
     for name, value in expected.items():
         assert written["test"][name] == pytest.approx(value, abs=1e-6), name
         assert getattr(result, name) == pytest.approx(value, abs=1e-12), name
     # The model has learned something, and makes mistakes for the confusion plot to show.
     assert 2 / classes < expected["balanced_accuracy"] < 1
+
+
+def test_balanced_accuracy_per_language_and_label_quality(evaluated, pipeline):
+    bundle_dir, out, true, predicted, result = evaluated
+    classes = len(read_json(bundle_dir / "labels.json"))
+    test = pq.read_table(pipeline.prepared / "test.parquet", columns=["language", "label_quality"])
+    written = read_json(out / "metrics.json")["test"]
+    for key, column in (("by_language", "language"), ("by_label_quality", "label_quality")):
+        groups = np.array(test.column(column).to_pylist())
+        # The small pipeline's sample holds both languages and both label qualities.
+        assert sorted(written[key]) == sorted(set(groups)) and len(set(groups)) == 2, key
+        for name, figures in written[key].items():
+            chosen = groups == name
+            assert figures["rows"] == int(chosen.sum())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = balanced_accuracy_score(true[chosen], predicted[chosen])
+            assert figures["balanced_accuracy"] == pytest.approx(expected, abs=1e-6)
+            assert 2 / classes < figures["balanced_accuracy"] <= 1
+        assert sum(figures["rows"] for figures in written[key].values()) == len(true)
+        assert getattr(result, key) == written[key]
 
 
 def test_per_class_recall_is_sorted_worst_first_with_the_test_support(evaluated):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import bz2
+import errno
 import functools
 import gzip
 import hashlib
 import http.server
 import io
 import json
+import lzma
 import socket
 import tarfile
 import threading
@@ -17,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import meli.blocks
 from meli import layout
 from meli.errors import MeliError
 from meli.params import DataParams, PrepareParams
@@ -499,3 +502,185 @@ def test_url_that_does_not_answer(tmp_path, no_proxy):
     # The port was free a moment ago and nothing listens on it now.
     message = ingest_error(f"http://127.0.0.1:{port}/titles.jsonl.gz", tmp_path / "raw")
     assert "no answer from the server" in message
+
+
+# --- the vectorized reader: the same rows, order and rejects as the row-by-row one ----------------
+
+def messy_jsonl() -> bytes:
+    """Good rows among every kind of line the row-by-row reader judges, some of them twice."""
+    good = [{"title": f"Zapatillas Nike {i}", "category": "SNEAKERS", "language": "Spanish",
+             "label_quality": "reliable", "split": ["train", "test", "holdout"][i % 3],
+             "tokenized_title": ["zapatillas"], "data": [1, 2]} for i in range(40)]
+    lines = [json.dumps(record, ensure_ascii=i % 2 == 0).encode() for i, record in
+             enumerate(good)]
+    odd = [
+        b'{"title": "Funda", "category": ',                          # malformed
+        b'["a", "list"]',                                             # not an object
+        b'{"title": "Caf\xe9", "category": "COFFEE"}',                # not UTF-8
+        b'{"title": "  ", "category": "A"}',                          # blank title
+        b'{"title": "\x1c\xc2\xa0", "category": "A"}'.replace(b"\x1c", b"\\u001c"),
+        b'{"title": "Sin categoria", "category": null}',
+        b'{"title": 42, "category": "A"}',                            # a number: Arrow refuses
+        b'{"title": "a", "title": "b dup", "category": "A"}',         # Python keeps the last
+        b'{"title": "NaN inside", "category": "A", "x": NaN}',        # Python accepts NaN
+        b'{"title": "two", "category": "A"}{"title": "objects"}',     # Arrow reads two rows
+        b'{"title": "' + b"x" * 60 + b'", "category": "A"}',          # too long (limit 50)
+        b'   ',                                                       # blank line
+        b'',
+        b'  {"title": "indented", "category": "A"}\r',
+        b'{"title": "\\ud83d\\ude00 emoji", "category": " EMOJI ", "language": "\xc4\xb0"}',
+    ]
+    mixed = []
+    for i, line in enumerate(lines):
+        mixed.append(line)
+        mixed.append(odd[i % len(odd)])
+    return b"\n".join(mixed) + b"\n"
+
+
+def messy_csv() -> bytes:
+    lines = [b"\xef\xbb\xbfTitle,label_quality,language,category,split"]
+    for i in range(40):
+        lines.append(f"Zapatillas {i},reliable,Spanish,SNEAKERS,train".encode())
+        lines.append([
+            b'"Zapatillas, con coma",reliable,spanish,SNEAKERS,test',
+            b'"Funda ""Premium"" A10",RELIABLE,portuguese, CASES ,',
+            b'"multi\nline title",reliable,spanish,SNEAKERS,',        # a quoted line break
+            b'Caf\xe9,reliable,spanish,COFFEE,',                      # not UTF-8
+            b'only,three,fields',
+            b',reliable,spanish,EMPTY_TITLE,',
+            b'sin categoria,reliable,spanish,,',
+            b'ab"c,reliable,spanish,STRAY_QUOTE,',                    # a quote inside a field
+            b'""',                                                    # skipped like a blank line
+            b'',
+            b'x' * 60 + b',reliable,spanish,LONG,',
+            b'\xef\xbb\xbfBOM title,reliable,spanish,BOM,',
+            b'tab\there,reliable,\xc4\xb0,TAB,validation',
+        ][i % 13])
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def both_ways(source: Path, tmp_path: Path, monkeypatch) -> tuple:
+    """(table, rejected, counts) read vectorized in tiny blocks, and row by row."""
+    outputs = []
+    for vectorized, block in ((True, 97), (False, None)):
+        monkeypatch.setattr(ingest_module, "VECTORIZED", vectorized)
+        monkeypatch.setattr(meli.blocks, "BLOCK_BYTES", block or meli.blocks.BLOCK_BYTES)
+        raw = tmp_path / f"raw-{vectorized}"
+        result = run_ingest(source, raw, max_title_chars=50)
+        outputs.append((table(raw), rejected(raw),
+                        (result.rows_read, result.rows_written, result.rows_rejected)))
+    return outputs[0], outputs[1]
+
+
+@pytest.mark.parametrize("compression", ["", ".gz", ".bz2", ".xz"])
+def test_vectorized_jsonl_is_the_row_by_row_reading(tmp_path, monkeypatch, compression):
+    data = messy_jsonl()
+    compress = {"": bytes, ".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+    source = tmp_path / f"titles.jsonl{compression}"
+    source.write_bytes(compress[compression](data))
+    fast, slow = both_ways(source, tmp_path, monkeypatch)
+    assert fast == slow
+    rows, rejects, counts = fast
+    kinds = {entry["kind"] for entry in rejects}
+    assert kinds == {"malformed_json", "not_an_object", "not_utf8", "empty_title",
+                     "missing_category", "title_too_long"}
+    assert counts[1] == len(rows) > 40
+    assert {"title": "b dup", "category": "A", "language": "unknown",
+            "label_quality": "unknown", "split": None} in rows
+    # Every reject names its line, in file order.
+    numbers = [int(entry["where"].rsplit(":", 1)[1]) for entry in rejects]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+
+
+def test_vectorized_csv_is_the_row_by_row_reading(tmp_path, monkeypatch):
+    source = tmp_path / "train.csv"
+    source.write_bytes(messy_csv())
+    fast, slow = both_ways(source, tmp_path, monkeypatch)
+    assert fast == slow
+    rows, rejects, _ = fast
+    assert {"title": "multi\nline title", "category": "SNEAKERS", "language": "spanish",
+            "label_quality": "reliable", "split": None} in rows
+    assert {"title": 'Funda "Premium" A10', "category": "CASES", "language": "portuguese",
+            "label_quality": "reliable", "split": None} in rows
+    assert {entry["kind"] for entry in rejects} == {"not_utf8", "wrong_field_count",
+                                                    "empty_title", "missing_category",
+                                                    "title_too_long"}
+    numbers = [int(entry["where"].rsplit(":", 1)[1]) for entry in rejects]
+    assert numbers == sorted(numbers)
+
+
+def test_a_quoted_line_break_across_blocks_keeps_the_line_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr(meli.blocks, "BLOCK_BYTES", 16)
+    source = tmp_path / "train.csv"
+    source.write_text(CSV_HEADER + '"a title\nthat goes on\nand on",reliable,spanish,A\n'
+                      + "two,fields\n" + "fine title,reliable,spanish,A\n")
+    result = run_ingest(source, tmp_path / "raw")
+    assert (result.rows_read, result.rows_written) == (3, 2)
+    assert [row["title"] for row in table(tmp_path / "raw")] == [
+        "a title\nthat goes on\nand on", "fine title"]
+    (entry,) = rejected(tmp_path / "raw")
+    assert entry["where"] == f"{source}:5"
+
+
+def test_row_groups_do_not_depend_on_how_rows_arrived(tmp_path, monkeypatch, rows):
+    monkeypatch.setattr(ingest_module, "BATCH_ROWS", 7)
+    monkeypatch.setattr(meli.blocks, "BLOCK_BYTES", 50)
+    source = tmp_path / "titles.jsonl"
+    source.write_bytes(jsonl_bytes(rows({"A": 20, "B": 13})) + b"not json\n")
+    run_ingest(source, tmp_path / "raw")
+    metadata = pq.ParquetFile(tmp_path / "raw" / layout.RAW_TABLE_FILE).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [
+        7, 7, 7, 7, 5]
+
+
+# --- outputs that cannot be written ------------------------------------------------------------
+
+def run_stage_in(directory: Path, source: Path, monkeypatch, capsys) -> tuple[int, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "params.yaml").write_text(f"data:\n  source: {source}\n")
+    monkeypatch.chdir(directory)
+    code = ingest_module.main([])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path, monkeypatch, capsys, rows):
+    source = tmp_path / "titles.jsonl"
+    source.write_bytes(jsonl_bytes(rows({"A": 3, "B": 3})))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    code, error = run_stage_in(tmp_path / "repo", source, monkeypatch, capsys)
+    assert code == 1
+    assert error.startswith("meli ingest: error: ")
+    assert "\n" not in error
+    assert "No space left on device" in error and "data/raw" in error
+    assert not (tmp_path / "repo" / "data" / "raw").exists()
+    assert not [p for p in (tmp_path / "repo" / "data").iterdir() if ".partial" in p.name]
+
+
+def test_an_output_path_that_cannot_be_made(tmp_path, monkeypatch, capsys, rows):
+    source = tmp_path / "titles.jsonl"
+    source.write_bytes(jsonl_bytes(rows({"A": 3})))
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "data").write_text("a file where the data directory should be")
+    code, error = run_stage_in(tmp_path / "repo", source, monkeypatch, capsys)
+    assert code == 1
+    assert "\n" not in error
+    assert error.startswith("meli ingest: error: data: cannot write: a file stands where a "
+                            "directory is needed (writing data/raw)")
+
+
+def test_a_source_that_cannot_be_read_is_not_called_an_output(tmp_path):
+    from meli.disk import writing
+
+    with pytest.raises(MeliError) as caught, writing("data/raw"):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "train.csv"))
+    assert str(caught.value) == f"{tmp_path / 'train.csv'}: cannot read: Permission denied"
+    with pytest.raises(MeliError) as caught, writing("data/raw"):
+        raise PermissionError(errno.EACCES, "Permission denied", "data/.raw.partial-7/x")
+    assert str(caught.value) == ("data/.raw.partial-7/x: cannot write: Permission denied "
+                                 "(writing data/raw)")
+    with pytest.raises(ValueError), writing("data/raw"):
+        raise ValueError("not about the disk: left alone")

@@ -1,4 +1,4 @@
-"""models: the MLP and the CNN on hand-made token rows (0 = padding), without any data files."""
+"""models: the MLP, the CNN and the RNN on hand-made token rows (0 = padding), without data."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from meli.layout import PAD
 from meli.models import build_model
 from meli.models.cnn import CNNClassifier
 from meli.models.mlp import MLPClassifier
+from meli.models.rnn import RNNClassifier
 from meli.params import TrainParams
 from meli.stages.train import make_optimizer
 
@@ -36,6 +37,11 @@ def cnn(**settings) -> CNNClassifier:
                                                 | settings))
 
 
+def rnn(**settings) -> RNNClassifier:
+    torch.manual_seed(1)
+    return RNNClassifier(vectors(), CLASSES, **({"cell": "gru", "hidden_size": 6} | settings))
+
+
 def padded(titles: list[list[int]], width: int) -> torch.Tensor:
     """Token-id rows of `titles`, zero-padded on the right to `width` columns."""
     return torch.tensor([title + [PAD] * (width - len(title)) for title in titles])
@@ -44,7 +50,7 @@ def padded(titles: list[list[int]], width: int) -> torch.Tensor:
 TITLES = [[3], [4, 5], [6, 7, 8], [9, 10, 11, 12, 13], [2, 14, 15, 16, 17, 18, 19]]
 
 
-@pytest.mark.parametrize("make", [mlp, cnn], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("make", [mlp, cnn, rnn], ids=["mlp", "cnn", "rnn"])
 def test_output_is_one_score_per_class_for_each_row(make):
     model = make().eval()
     scores = model(padded(TITLES, 9))
@@ -55,6 +61,7 @@ def test_output_is_one_score_per_class_for_each_row(make):
 @pytest.mark.parametrize(("architecture", "config", "kind"), [
     ("mlp", {"hidden_sizes": [4], "activation": "gelu"}, MLPClassifier),
     ("cnn", {"filters": 3, "kernel_sizes": [2]}, CNNClassifier),
+    ("rnn", {"cell": "lstm", "hidden_size": 3, "layers": 2, "pooling": "mean"}, RNNClassifier),
 ])
 def test_build_model_builds_the_named_architecture(architecture, config, kind):
     model = build_model(architecture, config, vectors(), CLASSES)
@@ -123,7 +130,7 @@ def test_cnn_output_changes_with_a_real_token():
     assert not torch.allclose(scores[0], scores[1])
 
 
-@pytest.mark.parametrize("make", [mlp, cnn], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("make", [mlp, cnn, rnn], ids=["mlp", "cnn", "rnn"])
 def test_dropout_is_active_only_in_train_mode(make):
     model = make(dropout=0.5)
     tokens = padded(TITLES, 8)
@@ -134,7 +141,7 @@ def test_dropout_is_active_only_in_train_mode(make):
         torch.testing.assert_close(model(tokens), model(tokens), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("make", [mlp, cnn], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("make", [mlp, cnn, rnn], ids=["mlp", "cnn", "rnn"])
 @pytest.mark.parametrize("freeze", [True, False])
 def test_freeze_embeddings_keeps_the_vectors_through_an_optimizer_step(make, freeze):
     model = make(freeze_embeddings=freeze)
@@ -159,11 +166,12 @@ def test_freeze_embeddings_keeps_the_vectors_through_an_optimizer_step(make, fre
                for name, p in model.named_parameters() if name in others)
 
 
-@pytest.mark.parametrize("make", [mlp, cnn], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("make", [mlp, cnn, rnn], ids=["mlp", "cnn", "rnn"])
 def test_embedding_starts_from_the_given_matrix_and_leaves_it_alone(make):
     given = vectors()
-    model = MLPClassifier(given, CLASSES, [4]) if make is mlp else CNNClassifier(
-        given, CLASSES, 4, [1, 2])
+    model = {mlp: lambda: MLPClassifier(given, CLASSES, [4]),
+             cnn: lambda: CNNClassifier(given, CLASSES, 4, [1, 2]),
+             rnn: lambda: RNNClassifier(given, CLASSES, "lstm", 4)}[make]()
     torch.testing.assert_close(model.embedding.weight.detach(), vectors(), rtol=0, atol=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     model(padded(TITLES, 8)).sum().backward()
@@ -194,3 +202,26 @@ def test_torch_load_is_always_called_with_weights_only():
                 safe.append((path.name, node.lineno))
     assert uses, "no torch.load found: the test no longer sees the bundle loader"
     assert sorted(uses) == sorted(safe), f"without weights_only=True: {set(uses) - set(safe)}"
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("pooling", ["max", "mean", "max_mean"])
+def test_rnn_output_ignores_padding_and_the_padding_vector(cell, pooling):
+    model = rnn(cell=cell, pooling=pooling, layers=2).eval()
+    with torch.no_grad():
+        reference = model(padded(TITLES, 7))
+        wider = model(padded(TITLES, 16))
+        model.embedding.weight[PAD] = torch.full((DIM,), 50.0)
+        other_padding_vector = model(padded(TITLES, 7))
+        # Each title alone, unpadded, as in a batch of one.
+        alone = torch.cat([model(torch.tensor([title])) for title in TITLES])
+    torch.testing.assert_close(wider, reference)
+    torch.testing.assert_close(other_padding_vector, reference)
+    torch.testing.assert_close(alone, reference)
+
+
+def test_rnn_reads_word_order_both_ways():
+    model = rnn(pooling="max_mean").eval()
+    with torch.no_grad():
+        forward, backward = model(padded([[3, 4, 5], [5, 4, 3]], 4))
+    assert not torch.allclose(forward, backward)

@@ -78,3 +78,16 @@ def test_real_sample_through_ingest_prepare_featurize(tmp_path):
     # Every training token is known; validation and test meet some words train never had.
     assert not (np.load(tokens_path(features, "train")) == UNKNOWN).any()
     assert (np.load(tokens_path(features, "test")) == UNKNOWN).any()
+
+
+def test_real_sample_reads_the_same_vectorized_and_row_by_row(tmp_path, monkeypatch):
+    from meli.stages import ingest as ingest_module
+
+    outputs = []
+    for vectorized in (True, False):
+        monkeypatch.setattr(ingest_module, "VECTORIZED", vectorized)
+        raw = tmp_path / f"raw-{vectorized}"
+        ingest(DataParams(source=str(SAMPLE)), raw)
+        outputs.append([(raw / name).read_bytes() for name in
+                        ("titles.parquet", "rejected.jsonl", "source.json")])
+    assert outputs[0] == outputs[1]

@@ -82,7 +82,7 @@ def test_a_trial_of_the_mlp_leaves_every_other_model_alone():
 
 
 @pytest.mark.parametrize(("models", "expected"), [
-    (["rnn"], "search.models: unknown model 'rnn' (registered: "),
+    (["transformer"], "search.models: unknown model 'transformer' (registered: "),
     (["cnn", "cnn"], "search.models: a model is named twice"),
     ([], "search.models: name at least one model"),
 ])
@@ -264,11 +264,14 @@ def test_a_model_named_ranks_every_experiment_by_it():
     assert len(done) == 6
 
 
-def test_a_commit_without_experiments_shows_the_models_it_searches():
+def test_a_commit_shows_every_model_it_has_figures_of():
     shown = searched_by_each(["mlp"])
     shown[0]["experiments"] = []
+    ensemble = figures(("ensemble", 0.90, 0.89))
+    shown[0]["data"]["metrics"] |= ensemble
     done, _, _ = rank(collect(shown))
-    assert [(e.name, e.model, e.validation) for e in done] == [(BASELINE, "mlp", 0.70)]
+    assert [(e.name, e.model, e.validation) for e in done] == [
+        (BASELINE, "ensemble", 0.90), (BASELINE, "cnn", 0.80), (BASELINE, "mlp", 0.70)]
 
 
 def test_differing_keys_ignore_equal_values_and_the_search_section():

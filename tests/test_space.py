@@ -60,10 +60,10 @@ def test_a_bad_space_is_one_clear_error_naming_the_key(params, space, expected):
 
 def test_an_unknown_model_section_lists_the_sections_there_are(params):
     with pytest.raises(MeliError) as caught:
-        parse_space({"rnn.units": {"int": [16, 64]}}, params)
+        parse_space({"transformer.units": {"int": [16, 64]}}, params)
     holds = str(caught.value).split("('params' holds ", 1)[1].rstrip(")").split(", ")
     assert set(holds) == {"data", "prepare", "featurize", "embeddings", "train", "baseline",
-                          "evaluate", "search", *names()}
+                          "evaluate", "ensemble", "search", *names()}
 
 
 def test_model_keys_resolve_through_the_model_sections(params):

@@ -1,9 +1,11 @@
-"""Load any model bundle, PyTorch or fastText, as a `Classifier` (what predict and evaluate use)."""
+"""Load any model bundle (PyTorch, fastText, an ensemble) as a `Classifier`: what predict and
+evaluate use."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from meli import ensemble
 from meli.bundle import (
     CONFIG_FILE,
     FASTTEXT_ARCHITECTURE,
@@ -26,6 +28,10 @@ def load_classifier(directory: str | Path, device: str = "auto",
     if files.architecture == FASTTEXT_ARCHITECTURE:
         return FastTextClassifier(files.directory, files.config, files.labels,
                                   files.normalization)
+    if files.architecture == ensemble.ARCHITECTURE:
+        return ensemble.EnsembleClassifier(files.directory, files.config, files.labels,
+                                           files.normalization, load_classifier, device,
+                                           precision)
     if isinstance(files.architecture, str) and files.architecture in ARCHITECTURES:
         return TorchClassifier(files.directory, files.config, files.labels, files.normalization,
                                device, precision)

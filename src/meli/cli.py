@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from meli import __version__
@@ -150,14 +150,29 @@ def _positive(text: str) -> int:
     return value
 
 
-def _model_name(text: str) -> str:
-    """A registered model name (the registry imports PyTorch: only when a name is given)."""
-    from meli.models import names
+def _registered() -> tuple[str, ...]:
+    from meli.models import names  # the registry imports PyTorch: only once a name is given
 
-    if text not in names():
-        raise argparse.ArgumentTypeError(f"unknown model {text!r} (choose from "
-                                         f"{', '.join(names())})")
-    return text
+    return names()
+
+
+def _with_bundles() -> list[str]:
+    from meli.experiments.registry import models
+
+    return models()
+
+
+def _name_among(available: Callable[[], Sequence[str]]) -> Callable[[str], str]:
+    """An argparse type: a model name among `available()`."""
+
+    def check(text: str) -> str:
+        names = available()
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"unknown model {text!r} (choose from "
+                                             f"{', '.join(names)})")
+        return text
+
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
     search.add_argument("--trials", type=_positive, help="default: search.trials")
     search.add_argument("--seed", type=int, help="default: search.seed")
-    search.add_argument("--model", action="append", type=_model_name,
+    search.add_argument("--model", action="append", type=_name_among(_registered),
                         help="model(s) the trials train (repeatable; default: search.models)")
     search.add_argument("--run", action="store_true",
                         help="start the queue and wait for the trials, with a progress bar")
@@ -210,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the model(s) it searched.")
     board.add_argument("--top", type=_positive, default=10,
                        help="experiments to show (default: %(default)s)")
-    board.add_argument("--model", action="append", type=_model_name,
+    board.add_argument("--model", action="append", type=_name_among(_with_bundles),
                        help="rank every experiment by this model (repeatable; default: the "
                             "models each trial searched)")
     board.add_argument("--apply", action="store_true",

@@ -11,14 +11,31 @@ Three things about the pinned fastText 0.9.3 make a plain `fasttext.train_*` cal
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from meli.errors import MeliError
 
 _M_PERTURB = -6  # glibc's mallopt(3) parameter number
+
+
+def thread_count(threads: int | str) -> int:
+    """`embeddings.threads`/`baseline.threads` as a number: "auto" is every core this process
+    may run on."""
+    if threads == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    return int(threads)
 
 
 def train(kind: str, corpus: Path, settings: dict[str, Any], what: str, rate_key: str) -> Any:
@@ -36,7 +53,7 @@ def train(kind: str, corpus: Path, settings: dict[str, Any], what: str, rate_key
         defaults |= {"model": "supervised", "lr": 0.1, "minCount": 1, "minn": 0, "maxn": 0,
                      "loss": "softmax"}
     settings = {**settings, "input": str(corpus), "seed": settings.get("seed", 0) + 1,
-                "verbose": 0}
+                "verbose": 0, "thread": thread_count(settings.get("thread", 1))}
     try:
         args, manually_set = FastText.read_args((), settings, ["input", *defaults], defaults)
         built = FastText._build_args(args, manually_set)
@@ -52,6 +69,27 @@ def train(kind: str, corpus: Path, settings: dict[str, Any], what: str, rate_key
                             f"words; lower {rate_key} or train on more varied data") from None
         raise MeliError(f"{what}: fastText could not train on {words} distinct words: "
                         f"{error}") from None
+
+
+def write_corpus(source: Path, corpus: Path, labelled: bool) -> None:
+    """fastText's input from a split's Parquet file, one normalized title per line, prefixed by
+    `__label__<label id>` when `labelled` (ids, since category names may hold spaces).
+
+    Streamed in batches and joined by Arrow: the file's bytes are those of the joined strings.
+    """
+    columns = ["text", "label"] if labelled else ["text"]
+    with corpus.open("wb") as out:
+        # pre_buffer=False: a pre-buffering reader keeps what it read until it is closed.
+        split = pq.ParquetFile(source, pre_buffer=False)
+        for batch in split.iter_batches(100_000, columns=columns):
+            pieces = [batch.column("text"), "\n"]
+            if labelled:
+                pieces = ["__label__", pc.cast(batch.column("label"), pa.string()), " ", *pieces]
+            lines = pc.binary_join_element_wise(*pieces, "")
+            _, offsets, data = lines.buffers()
+            offsets = np.frombuffer(offsets, np.int32)[lines.offset:lines.offset + len(lines) + 1]
+            if data is not None:
+                out.write(memoryview(data)[offsets[0]:offsets[-1]])
 
 
 def _distinct_words(corpus: Path) -> int:

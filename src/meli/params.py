@@ -103,8 +103,9 @@ class EmbeddingsParams:
     # Hash buckets for the n-grams: the fastText default (2M) makes an 800 MB model at dim 100.
     buckets: int = param(200_000, min=1_000)
     seed: int = 0
-    # fastText is only reproducible with one thread (its threads update the vectors unlocked).
-    threads: int = param(1, min=1, max=256)
+    # fastText is only reproducible with one thread (its threads update the vectors unlocked);
+    # "auto" uses every core this process may run on (for the full data: see the README).
+    threads: int | Literal["auto"] = param(1, min=1, max=256)
     # Path to a word2vec-format .vec(.gz) file to use instead of training (e.g. SBW vectors).
     pretrained: str | None = None
 
@@ -170,7 +171,8 @@ class BaselineParams:
     buckets: int = param(500_000, min=1_000)
     loss: Literal["softmax", "ns", "hs", "ova"] = "softmax"
     seed: int = 0
-    threads: int = param(1, min=1, max=256)
+    # One thread is bit-reproducible; "auto" uses every core (see embeddings.threads).
+    threads: int | Literal["auto"] = param(1, min=1, max=256)
 
     def problem(self) -> str | None:
         if self.min_ngram > self.max_ngram:
@@ -187,6 +189,27 @@ class EvaluateParams:
     # auto: bf16 autocast on CUDA; on a CPU with native bf16, only for a bundle whose training
     # found that bf16 kept its validation balanced accuracy within 0.001 of float32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    """The ensemble stage: which bundles it combines and how it fits their weights."""
+
+    # Registered models and/or fasttext; each needs its bundle in models/<name>.
+    members: list[str] = param(["mlp", "cnn", "rnn", "fasttext"], min_items=1)
+    # Fit a temperature per member on validation before weighting.
+    temperature: bool = True
+    # Greedy selection steps: weights are multiples of 1/rounds.
+    rounds: int = param(20, min=1, max=1000)
+    # Validation titles the weights are fitted on (a seeded sample when there are more).
+    max_rows: int = param(50_000, min=100)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def problem(self) -> str | None:
+        if len(set(self.members)) != len(self.members):
+            return "members names a model twice"
+        return None
 
 
 @dataclass(frozen=True)
@@ -218,6 +241,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    ensemble: EnsembleParams = field(default_factory=EnsembleParams)
     search: SearchParams = field(default_factory=SearchParams)
     # Model name -> its typed section; empty when loaded without the registry.
     models: dict[str, Any] = field(default_factory=dict)
@@ -331,8 +355,18 @@ def _convert(value: Any, kind: Any, limits: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _convert(value, inner, limits, key, source)
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:
+            return _convert(value, options[0], limits, key, source)
+        # Such as `int | Literal["auto"]`: a word among the literals, else the other type.
+        words = [word for option in options if typing.get_origin(option) is Literal
+                 for word in typing.get_args(option)]
+        if value in words and not isinstance(value, bool):
+            return value
+        others = [option for option in options if typing.get_origin(option) is not Literal]
+        if isinstance(value, str) or len(others) != 1:
+            fail(" or ".join([*(repr(word) for word in words), *(_name(o) for o in others)]))
+        return _convert(value, others[0], limits, key, source)
     if origin is Literal:
         if value not in args:
             fail("one of " + ", ".join(repr(arg) for arg in args))
@@ -370,6 +404,11 @@ def _convert(value: Any, kind: Any, limits: Any, key: str, source: str) -> Any:
     if high is not None and value > high:
         fail(f"<= {high}")
     return value
+
+
+def _name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        kind, getattr(kind, "__name__", str(kind)))
 
 
 def _describe(value: Any) -> str:

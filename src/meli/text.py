@@ -34,12 +34,9 @@ def normalize(titles: pa.Array | pa.ChunkedArray | Iterable[str], settings: Text
     text = pc.fill_null(titles, "")
     if settings.lowercase:
         text = pc.utf8_lower(text)
-    if settings.fold_accents:
-        # NFKD splits "ó" into "o" + a combining accent ("ñ" into "n" + tilde), then the marks go.
-        text = pc.utf8_normalize(text, "NFKD")
-        text = pc.replace_substring_regex(text, _COMBINING_MARKS, "")
-    else:
-        text = pc.utf8_normalize(text, "NFKC")
+    # NFKD splits "ó" into "o" + a combining accent ("ñ" into "n" + tilde), then the marks go.
+    text = _unicode_normalized(text, "NFKD" if settings.fold_accents else "NFKC",
+                               strip_marks=settings.fold_accents)
     if settings.digits == "zero":
         text = _digits_to_zero(text)
     elif settings.digits == "drop":
@@ -56,6 +53,31 @@ def normalize(titles: pa.Array | pa.ChunkedArray | Iterable[str], settings: Text
     return text
 
 
+def _unicode_normalized(text: pa.Array | pa.ChunkedArray, form: str,
+                        strip_marks: bool) -> pa.Array | pa.ChunkedArray:
+    """Unicode normalization (and combining marks dropped), done only on the texts that are not
+    pure ASCII: NFKD/NFKC leave ASCII unchanged and it holds no marks, and these two passes are
+    the costliest of all."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    other = pc.invert(pc.string_is_ascii(text))
+    count = pc.sum(other).as_py() or 0
+    if count == 0:
+        return text
+    subset = text.filter(other) if count < len(text) else text
+    subset = pc.utf8_normalize(subset, form)
+    if strip_marks:
+        subset = pc.replace_substring_regex(subset, _COMBINING_MARKS, "")
+    if count == len(text):
+        return subset
+    return pc.replace_with_mask(text, other, subset)
+
+
+# Byte -> byte: the ASCII digits 1-9 become 0, every other byte stays.
+_ZERO_DIGITS = np.arange(256, dtype=np.uint8)
+_ZERO_DIGITS[0x31:0x3A] = 0x30
+
+
 def _digits_to_zero(text: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Every ASCII digit becomes "0" (what the regex \\d -> 0 does, 6x faster).
 
@@ -67,8 +89,7 @@ def _digits_to_zero(text: pa.Array | pa.ChunkedArray) -> pa.Array:
     validity, offsets, data = text.buffers()
     if data is None:  # an empty array
         return text
-    characters = np.frombuffer(data, dtype=np.uint8).copy()
-    characters[(characters >= 0x31) & (characters <= 0x39)] = 0x30
+    characters = _ZERO_DIGITS[np.frombuffer(data, dtype=np.uint8)]
     buffers = [validity, offsets, pa.py_buffer(characters)]
     return pa.Array.from_buffers(text.type, len(text), buffers,
                                  text.null_count, text.offset)

@@ -23,6 +23,8 @@ from meli.experiments import commands
 from meli.layout import model_metrics_path, train_results_dir
 
 BASELINE = "(baseline)"
+# Bundles that are no registered model yet have their validation and test figures.
+BUNDLES_BESIDES = ("fasttext", "ensemble")
 
 
 @dataclass
@@ -76,9 +78,10 @@ def collect(exp_show: list[dict], models: Sequence[str] | None = None,
     """One entry per (experiment, model) from `dvc exp show --json`, plus each commit's own row.
 
     Without `models`, each experiment counts for the models of its own params' `search.models`,
-    and a commit's row for those its experiments searched (its own `search.models` when it has
-    none). `known` is the registry's model names (`meli.models.names()` when not given): an
-    experiment whose params name none of them counts for all of them.
+    and a commit's row for every model it has a validation figure of: the registered ones, the
+    fastText baseline and the ensemble. `known` is the registry's model names
+    (`meli.models.names()` when not given): an experiment whose params name none of them counts
+    for all of them.
     """
     if known is None:
         from meli.models import names
@@ -95,14 +98,17 @@ def collect(exp_show: list[dict], models: Sequence[str] | None = None,
                          revision.get("data") or {}, experiment.get("executor") or {}))
         parsed = [(name, data, executor, _params_of(data)) for name, data, executor in rows]
         searched = [searched_models(params, known) for *_, params in parsed]
-        union = [model for model in known if any(model in each for each in searched[1:])]
-        searched[0] = union or searched[0]
+        searched[0] = [*known, *BUNDLES_BESIDES]
         for (name, data, executor, params), own in zip(parsed, searched, strict=True):
             state = executor.get("state") or "success"
             metrics = data.get("metrics") or {}
             error = _last_error((executor.get("local") or {}).get("log")) \
                 if state == "failed" else None
             for model in models or own or known:
+                if name == BASELINE and not models and _metric(
+                        metrics, (train_results_dir(model) / "metrics.json").as_posix(),
+                        "best", "validation_balanced_accuracy") is None:
+                    continue  # a model this commit has no figures of
                 # `dvc exp show` names metrics files with forward slashes.
                 entries.append(Entry(
                     name=name, model=model, state=state,

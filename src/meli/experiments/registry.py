@@ -20,6 +20,7 @@ from meli.layout import PARAMS_FILE, bundle_dir, model_metrics_path, train_resul
 
 DVC_YAML = Path("dvc.yaml")
 FASTTEXT = "fasttext"
+ENSEMBLE = "ensemble"
 LABELS = ["meli-2019", "product-titles", "text-classification"]
 
 
@@ -27,13 +28,16 @@ def models() -> list[str]:
     """Every model that has a bundle: the registry's PyTorch models and the fastText baseline."""
     from meli.models import names
 
-    return [*names(), FASTTEXT]
+    return [*names(), FASTTEXT, ENSEMBLE]
 
 
 def _describe(name: str) -> tuple[str, str]:
     """(architecture, one-line description) of a model."""
     from meli.models import ARCHITECTURES
 
+    if name == ENSEMBLE:
+        return ("weighted average of the other bundles' probabilities",
+                "Ensemble of the models, weights chosen on validation")
     if name == FASTTEXT:
         return ("fastText supervised (linear over averaged word vectors)",
                 "fastText supervised classifier, the baseline to beat")
@@ -73,7 +77,7 @@ def artifact_entry(name: str, params: dict[str, Any]) -> dict[str, Any]:
     if test is not None:
         meta["test_balanced_accuracy"] = round(float(test), 4)
     meta["metrics"] = str(model_metrics_path(name))
-    framework = "fasttext" if name == FASTTEXT else "pytorch"
+    framework = {FASTTEXT: "fasttext", ENSEMBLE: "ensemble"}.get(name, "pytorch")
     return {"path": str(bundle_dir(name)), "type": "model", "desc": description,
             "labels": list(dict.fromkeys([framework, name, *LABELS])), "meta": meta}
 

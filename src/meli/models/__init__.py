@@ -17,6 +17,7 @@ from torch import nn
 
 from meli.models.cnn import CNNClassifier, CNNParams
 from meli.models.mlp import MLPClassifier, MLPParams
+from meli.models.rnn import RNNClassifier, RNNParams
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                      "mean of the word vectors, then hidden layers"),
         Architecture("cnn", CNNParams, CNNClassifier,
                      "1-D convolutions of several widths, max over time"),
+        Architecture("rnn", RNNParams, RNNClassifier,
+                     "bidirectional GRU or LSTM, max and mean over time"),
     )
 }
 

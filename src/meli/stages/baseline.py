@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from meli import bundle, fasttext_training, metrics
 from meli.command import run, stage_parser
+from meli.disk import writing
 from meli.errors import MeliError
 from meli.files import read_json
 from meli.layout import (
@@ -33,6 +34,10 @@ from meli.layout import (
 from meli.params import BaselineParams, load_params, to_dict
 
 log = logging.getLogger(__name__)
+
+# Validation titles scored per call: predict builds a titles x categories matrix of
+# probabilities, 0.4 GB for 64k titles of the 1,588 challenge categories.
+_PREDICT_CHUNK = 65_536
 
 
 @dataclass
@@ -55,7 +60,7 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     scratch = output_dir.parent / f".{output_dir.name}.corpus.txt"
     started = time.perf_counter()
     try:
-        _write_labelled_corpus(train_path, scratch)
+        fasttext_training.write_corpus(train_path, scratch, labelled=True)
         model = fasttext_training.train("supervised", scratch, {
             "epoch": params.epochs, "lr": params.learning_rate, "dim": params.dim,
             "wordNgrams": params.word_ngrams, "minn": params.min_ngram,
@@ -75,7 +80,9 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     validation = pq.read_table(split_path(prepared_dir, "validation"),
                                columns=["title", "label"])
     true = validation.column("label").to_numpy().astype(np.int64)
-    predicted = classifier.predict(validation.column("title"))
+    predicted = np.concatenate([
+        classifier.predict(validation.column("title").slice(start, _PREDICT_CHUNK))
+        for start in range(0, max(len(validation), 1), _PREDICT_CHUNK)])
     balanced = metrics.balanced_accuracy(true, predicted, len(labels))
     accuracy = metrics.accuracy(true, predicted)
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
@@ -88,23 +95,15 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     return BaselineResult(balanced, accuracy, seconds)
 
 
-def _write_labelled_corpus(train_path: Path, corpus: Path) -> None:
-    """fastText's format: `__label__<id> <text>` (ids, since category names may hold spaces)."""
-    with corpus.open("w", encoding="utf-8") as out:
-        for batch in pq.ParquetFile(train_path).iter_batches(100_000, columns=["text", "label"]):
-            for text, label in zip(batch.column("text").to_pylist(),
-                                   batch.column("label").to_pylist(), strict=True):
-                out.write(f"__label__{label} {text}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("baseline", __doc__)
     args = parser.parse_args(argv)
 
     def stage() -> None:
         params = load_params(args.params)
-        result = train_baseline(params.baseline, PREPARED_DIR, bundle_dir("fasttext"),
-                                train_results_dir("fasttext"))
+        with writing(bundle_dir("fasttext"), train_results_dir("fasttext")):
+            result = train_baseline(params.baseline, PREPARED_DIR, bundle_dir("fasttext"),
+                                    train_results_dir("fasttext"))
         log.info("baseline fasttext: validation balanced accuracy %.4f, accuracy %.4f (%.1fs)",
                  result.validation_balanced_accuracy, result.validation_accuracy,
                  result.seconds)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from meli import fasttext_training
 from meli.command import run, stage_parser
+from meli.disk import writing
 from meli.errors import MeliError
 from meli.files import atomic_directory, read_json, write_json
 from meli.layout import (
@@ -70,7 +70,8 @@ def build_embeddings(params: EmbeddingsParams, prepared_dir: str | Path,
             origin = params.pretrained
         else:
             corpus = partial / "corpus.txt"
-            _write_corpus(split_path(prepared_dir, "train"), corpus)
+            fasttext_training.write_corpus(split_path(prepared_dir, "train"), corpus,
+                                           labelled=False)
             model = train_fasttext(corpus, params)
             corpus.unlink()
             model.save_model(str(partial / MODEL_FILE))
@@ -163,19 +164,15 @@ def _fill(pending: list[tuple[str, str, int]], index: dict[str, int], matrix: np
         found[row] = True
 
 
-def _write_corpus(train_path: Path, corpus: Path) -> None:
-    with corpus.open("w", encoding="utf-8") as out:
-        for batch in pq.ParquetFile(train_path).iter_batches(100_000, columns=["text"]):
-            out.writelines(text + "\n" for text in batch.column("text").to_pylist())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("embeddings", __doc__)
     args = parser.parse_args(argv)
 
     def stage() -> None:
         params = load_params(args.params)
-        result = build_embeddings(params.embeddings, PREPARED_DIR, FEATURES_DIR, EMBEDDINGS_DIR)
+        with writing(EMBEDDINGS_DIR):
+            result = build_embeddings(params.embeddings, PREPARED_DIR, FEATURES_DIR,
+                                      EMBEDDINGS_DIR)
         log.info("embeddings: %d x %d matrix, %d words with their own vector",
                  result.vocabulary_size, result.dim, result.covered)
 

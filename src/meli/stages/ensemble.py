@@ -1,0 +1,194 @@
+"""ensemble: combine the trained models' probabilities, with weights chosen on validation.
+
+For each member (`ensemble.members`: registered models and the fastText baseline) the stage
+scores the validation titles through the member's own bundle, as `meli predict` would. It then
+fits, on validation only:
+- a temperature per member (`ensemble.temperature`), the one that minimizes the member's
+  validation log loss, so that over- and under-confident members average fairly;
+- weights, by greedy ensemble selection with replacement: starting from the best single
+  member, up to `ensemble.rounds` times add the member whose extra share most raises validation
+  balanced accuracy (lower log loss breaks ties), and keep the best mixture seen. Weights are
+  the shares; a member never picked is left out. On validation the ensemble is therefore never
+  worse than its best member.
+The test split is never looked at. The result is a bundle in `models/ensemble/` that
+`meli predict` and `evaluate@ensemble` load like any other, and
+`results/train/ensemble/metrics.json`.
+
+Run by dvc.yaml as `python -m meli.stages.ensemble`; reads the `ensemble` section of params.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from meli import metrics
+from meli.bundle import CONFIG_FILE, FASTTEXT_ARCHITECTURE, FORMAT_VERSION, read_bundle
+from meli.classify import load_classifier
+from meli.command import run, stage_parser
+from meli.ensemble import ARCHITECTURE, MEMBERS_DIR, combine, tempered
+from meli.errors import MeliError
+from meli.files import atomic_directory, read_json, write_json
+from meli.layout import (
+    LABELS_FILE,
+    NORMALIZATION_FILE,
+    PREPARED_DIR,
+    bundle_dir,
+    split_path,
+    train_results_dir,
+)
+from meli.models import names
+from meli.params import EnsembleParams, load_params
+
+log = logging.getLogger(__name__)
+
+TEMPERATURES = np.exp(np.linspace(math.log(0.25), math.log(4.0), 41))
+
+
+@dataclass
+class EnsembleResult:
+    weights: dict[str, float]
+    temperatures: dict[str, float]
+    validation_balanced_accuracy: float
+    validation_accuracy: float
+    best_member: str
+    best_member_balanced_accuracy: float
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.maximum(probabilities[np.arange(len(labels)), labels],
+                                    1e-12)).mean())
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature, on a log grid from 1/4 to 4, of least validation log loss."""
+    losses = [log_loss(tempered(probabilities, float(t)), labels) for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(losses))])
+
+
+def select_weights(parts: list[np.ndarray], labels: np.ndarray, num_classes: int,
+                   rounds: int) -> list[int]:
+    """How many of `rounds` shares each member gets (greedy selection with replacement)."""
+
+    def score(mixture: np.ndarray) -> tuple[float, float]:
+        predicted = mixture.argmax(axis=1)
+        return (metrics.balanced_accuracy(labels, predicted, num_classes),
+                -log_loss(mixture / mixture.sum(axis=1, keepdims=True), labels))
+
+    singles = [score(part) for part in parts]
+    counts = [0] * len(parts)
+    counts[max(range(len(parts)), key=lambda i: singles[i])] = 1
+    total = parts[counts.index(1)].copy()
+    best, best_counts = max(singles), list(counts)
+    for _ in range(rounds - 1):
+        candidates = [(score(total + part), -i) for i, part in enumerate(parts)]
+        (value, negative_index) = max(candidates)
+        counts[-negative_index] += 1
+        total += parts[-negative_index]
+        if value > best:  # the best mixture seen wins, never a worse later one
+            best, best_counts = value, list(counts)
+    return best_counts
+
+
+def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
+                   metrics_path: Path) -> EnsembleResult:
+    labels = read_json(prepared_dir / LABELS_FILE)
+    validation_path = split_path(prepared_dir, "validation")
+    if not validation_path.exists():
+        raise MeliError(f"{validation_path}: not found; run the prepare stage first")
+    validation = pq.read_table(validation_path, columns=["title", "label"])
+    if len(validation) == 0:
+        raise MeliError(f"{validation_path}: the validation split is empty; an ensemble is "
+                        f"chosen on it")
+    if len(validation) > params.max_rows:
+        # A seeded sample of rows: the weights need thousands of titles, not millions.
+        rows = np.sort(np.random.default_rng(0).choice(len(validation), params.max_rows,
+                                                       replace=False))
+        validation = validation.take(rows)
+    truth = validation.column("label").to_numpy().astype(np.int64)
+    known = (*names(), FASTTEXT_ARCHITECTURE)
+    for name in params.members:
+        if name not in known:
+            raise MeliError(f"ensemble.members: unknown model '{name}' (known: "
+                            f"{', '.join(known)})")
+    parts, members = [], []
+    for name in params.members:
+        directory = bundle_dir(name)
+        if not directory.is_dir():
+            raise MeliError(f"{directory}: ensemble member '{name}' has no bundle (train it, "
+                            f"or remove it from ensemble.members)")
+        classifier = load_classifier(directory, params.device, params.precision)
+        if classifier.labels != labels:
+            raise MeliError(f"{directory}: ensemble member '{name}' was trained on other data "
+                            f"(its categories differ from {prepared_dir}'s); rerun `dvc repro`")
+        parts.append(classifier.probabilities(validation.column("title")))
+        members.append(name)
+        log.info("ensemble: %s scored %d validation titles", name, len(truth))
+    temperatures = [fit_temperature(part, truth) if params.temperature else 1.0
+                    for part in parts]
+    parts = [tempered(part, t) for part, t in zip(parts, temperatures, strict=True)]
+    counts = select_weights(parts, truth, len(labels), params.rounds)
+    weights = [count / sum(counts) for count in counts]
+    mixture = combine(parts, weights, [1.0] * len(parts))
+    predicted = mixture.argmax(axis=1)
+    singles = [metrics.balanced_accuracy(truth, part.argmax(axis=1), len(labels))
+               for part in parts]
+    best = int(np.argmax(singles))
+    result = EnsembleResult(
+        weights={name: weight for name, weight in zip(members, weights, strict=True)},
+        temperatures={name: t for name, t in zip(members, temperatures, strict=True)},
+        validation_balanced_accuracy=metrics.balanced_accuracy(truth, predicted, len(labels)),
+        validation_accuracy=metrics.accuracy(truth, predicted),
+        best_member=members[best], best_member_balanced_accuracy=singles[best])
+    _write_bundle(output_dir, prepared_dir, result)
+    write_json(metrics_path, {
+        "best": {"validation_balanced_accuracy": result.validation_balanced_accuracy,
+                 "validation_accuracy": result.validation_accuracy},
+        "weights": result.weights, "temperatures": result.temperatures,
+        "best_member": {"name": result.best_member,
+                        "validation_balanced_accuracy": result.best_member_balanced_accuracy}})
+    return result
+
+
+def _write_bundle(output_dir: Path, prepared_dir: Path, result: EnsembleResult) -> None:
+    kept = [name for name, weight in result.weights.items() if weight > 0]
+    with atomic_directory(output_dir) as partial:
+        for name in kept:
+            shutil.copytree(bundle_dir(name), partial / MEMBERS_DIR / name)
+        shutil.copyfile(prepared_dir / LABELS_FILE, partial / LABELS_FILE)
+        shutil.copyfile(prepared_dir / NORMALIZATION_FILE, partial / NORMALIZATION_FILE)
+        write_json(partial / CONFIG_FILE, {
+            "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
+            "members": [{"name": name, "weight": result.weights[name],
+                         "temperature": result.temperatures[name],
+                         "architecture": read_bundle(bundle_dir(name)).architecture
+                         or FASTTEXT_ARCHITECTURE} for name in kept],
+            "validation_balanced_accuracy": result.validation_balanced_accuracy})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("ensemble", __doc__)
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        result = build_ensemble(params.ensemble, PREPARED_DIR, bundle_dir(ARCHITECTURE),
+                                train_results_dir(ARCHITECTURE) / "metrics.json")
+        shares = ", ".join(f"{name} {weight:.2f} (T {result.temperatures[name]:.2f})"
+                           for name, weight in result.weights.items())
+        log.info("ensemble: validation balanced accuracy %.4f (best member %s %.4f); "
+                 "weights %s", result.validation_balanced_accuracy, result.best_member,
+                 result.best_member_balanced_accuracy, shares)
+
+    return run("ensemble", stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
