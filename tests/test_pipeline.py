@@ -34,9 +34,10 @@ def reproduced(tmp_path_factory) -> Path:
 def test_repro_builds_every_stage(reproduced):
     lock = yaml.safe_load((reproduced / "dvc.lock").read_text())
     expected = {"ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn",
-                "baseline", "evaluate@mlp", "evaluate@cnn", "evaluate@fasttext"}
+                "train@rnn", "baseline", "ensemble", "evaluate@mlp", "evaluate@cnn",
+                "evaluate@rnn", "evaluate@fasttext", "evaluate@ensemble"}
     assert set(lock["stages"]) == expected
-    for bundle in ("mlp", "cnn", "fasttext"):
+    for bundle in ("mlp", "cnn", "rnn", "fasttext", "ensemble"):
         assert (reproduced / "models" / bundle / "config.json").exists()
 
 

@@ -515,14 +515,16 @@ def test_corrupted_remote_object_is_caught_with_verify(upstream, tmp_path):
     assert "up to date" in dvc(careless, "status").stdout
 
     # The cure: delete the bad object and push again. Deleting it alone is not enough: DVC takes
-    # the directory's listing (models/cnn's .dir object) on the remote to mean every file in it
-    # is there, so the listing must go too.
+    # a directory's listing (its .dir object) on the remote to mean every file in it is there,
+    # so the listing of every output that holds the object must go too: models/cnn's, and the
+    # ensemble's, which keeps a copy of the CNN bundle.
     rotten.unlink()
     unnoticed = dvc(upstream, "push")
     assert "Everything is up to date" in unnoticed.stdout, output(unnoticed)
-    (store / "files/md5" / object_name(locked_md5(upstream, "models/cnn"))).unlink()
+    for holder in ("models/cnn", "models/ensemble"):
+        (store / "files/md5" / object_name(locked_md5(upstream, holder))).unlink()
     repaired = dvc(upstream, "push")
-    assert "2 files pushed" in repaired.stdout, output(repaired)
+    assert "3 files pushed" in repaired.stdout, output(repaired)
     dvc(teammate, "pull")
     assert weights.read_bytes() == b_weights
 
@@ -547,7 +549,7 @@ def test_experiment_push_and_pull(upstream, tmp_path):
     run(upstream, "git", "remote", "add", "gitremote", str(remote_git))
 
     dvc(upstream, "exp", "run", "--queue", "-n", "cnn-wide", "-S", "cnn.filters=48",
-        "train@cnn", "evaluate@cnn")
+        "train@cnn", "evaluate@cnn", "ensemble", "evaluate@ensemble")
     try:
         dvc(upstream, "queue", "start", "-j", "1")
         status = wait_for_queue(upstream)

@@ -69,6 +69,9 @@ def pull(remote: str | None = None, jobs: int | None = None) -> PullResult:
     options = [*(["-r", remote] if remote else []), *(["-j", str(jobs)] if jobs else [])]
     fetched = dvc("fetch", *options, check=False)
     needed: dict[str, str] = {}  # object md5 -> the output it belongs to
+    # One object can serve several outputs (the ensemble bundle holds copies of its members):
+    # each is judged once, and every output that uses it shares the verdict.
+    verdicts: dict[str, str] = {}
     problems: dict[str, set[str]] = {"corrupted": set(), "missing": set()}
     explained = {"corrupted": "corrupted in remote storage",
                  # With the remote's `verify` option DVC itself drops a corrupted download.
@@ -77,15 +80,22 @@ def pull(remote: str | None = None, jobs: int | None = None) -> PullResult:
     pending = list(outputs.items())
     while pending:
         output, md5 = pending.pop()
+        if md5 in verdicts:
+            if verdicts[md5] in problems:
+                problems[verdicts[md5]].add(output)
+            continue
         needed[md5] = output
         path = _object_path(cache, md5)
+        verdicts[md5] = "intact"
         if not path.exists():
+            verdicts[md5] = "missing"
             problems["missing"].add(output)
             continue
         if path not in before:
             downloaded += 1
             if _md5_of(path) != md5.removesuffix(".dir"):
                 path.unlink()  # never let a later checkout use it
+                verdicts[md5] = "corrupted"
                 problems["corrupted"].add(output)
                 continue
         if md5.endswith(".dir"):

@@ -112,9 +112,11 @@ def sample_trials(params: Params, trials: int, seed: int, models: Sequence[str])
 
 
 def targets(models: Sequence[str]) -> list[str]:
-    """The stages a trial reproduces: only its models' training and evaluation (and what
-    they depend on, if a trial's values make it stale)."""
-    return [stage for model in models for stage in (f"train@{model}", f"evaluate@{model}")]
+    """The stages a trial reproduces: its models' training and evaluation (and what they
+    depend on, if a trial's values make it stale), then the ensemble, which reads every model:
+    left out, it would be stale in the trial's results."""
+    return [*(stage for model in models for stage in (f"train@{model}", f"evaluate@{model}")),
+            "ensemble", "evaluate@ensemble"]
 
 
 def record_models(models: Sequence[str]) -> list[str]:
