@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,9 @@ STAGES = {
 
 
 def _predict(args: argparse.Namespace) -> None:
+    # oneDNN keeps every kernel it compiled, one per input shape: a few dozen cover the
+    # batches of a long input, and memory stays flat (read when oneDNN first starts).
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
     from meli.classify import load_classifier
     from meli.files import atomic_file
     from meli.predict import TitleReader, print_predictions, show_progress, write_predictions_csv

@@ -89,7 +89,9 @@ def _logits_by_length(model: torch.nn.Module, tokens: np.ndarray, batch_size: in
     order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        width = max(1, int(lengths[rows[-1]]))
+        # Widths rounded up to a multiple of 4: fewer distinct shapes, so fewer kernels that
+        # oneDNN compiles and keeps (memory grows with every new shape).
+        width = min(tokens.shape[1], max(4, -(-int(lengths[rows[-1]]) // 4) * 4))
         batch = torch.from_numpy(np.ascontiguousarray(np.asarray(tokens)[rows, :width]))
         with autocast(device, bf16):
             logits = model(batch.to(device, non_blocking=True))
