@@ -20,7 +20,9 @@ SMALL = {
     "train": {"epochs": 4, "batch_size": 32, "learning_rate": 0.01, "patience": 2},
     "mlp": {"hidden_sizes": [64]},
     "cnn": {"filters": 32, "kernel_sizes": [1, 2, 3]},
+    "rnn": {"hidden_size": 16},
     "baseline": {"epochs": 10, "dim": 16, "buckets": 20000},
+    "ensemble": {"rounds": 5},
 }
 
 

@@ -291,7 +291,8 @@ def meli(repo, *arguments, check=True):
 @pytest.mark.slow
 def test_search_through_the_dvc_queue(tmp_path):
     space = {"train.learning_rate": {"choice": [0.0005, 0.003, 0.02]}}
-    repo = make_repo(tmp_path / "repo", {**SMALL, "search": {"trials": 3, "seed": 5,
+    # Two trials and a broken run on two workers: each queued run is a whole DVC experiment.
+    repo = make_repo(tmp_path / "repo", {**SMALL, "search": {"trials": 2, "seed": 5,
                                                              "space": space}})
     dvc(repo, "repro")
     (repo / "src/meli/notes.py").write_text("# not committed yet\n")
@@ -310,7 +311,7 @@ def test_search_through_the_dvc_queue(tmp_path):
     searched = meli(repo, "search", "--model", "mlp", "--run", "--jobs", "2")
     queued = [line.split()[1] for line in searched.stdout.splitlines()
               if line.startswith("queued ")]
-    assert len(queued) == 3
+    assert len(queued) == 2
     deadline = time.time() + 300
     while "Running" in dvc(repo, "queue", "status").stdout or \
             "Queued" in dvc(repo, "queue", "status").stdout:
@@ -325,11 +326,11 @@ def test_search_through_the_dvc_queue(tmp_path):
     assert validations == sorted(validations, reverse=True)
     assert {row[2] for row in ranked if row[1] in queued} == {"mlp"}
     rates = {row[1]: row[-1] for row in ranked}
-    assert len({rates[name] for name in queued}) == 3  # distinct params, all finished
+    assert len({rates[name] for name in queued}) == 2  # distinct params, all finished
     assert "FAILED  broken: meli ingest: error: /no/such/titles.jsonl" in board
 
     again = meli(repo, "search", "--model", "mlp")
-    assert "0 trial(s) queued, 3 already queued or done" in again.stderr
+    assert "0 trial(s) queued, 2 already queued or done" in again.stderr
 
     best = ranked[0][1]
     applied = meli(repo, "leaderboard", "--apply", check=False)
