@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,37 +130,45 @@ def training_processes(repo: Path) -> list[psutil.Process]:
     return found
 
 
-def test_a_killed_repro_leaves_no_training_behind_and_the_next_one_resumes(reproduced):
-    weights = (reproduced / "models/mlp/weights.pt").read_bytes()
-    metrics = (reproduced / "results/train/mlp/metrics.json").read_text()
+def test_a_killed_repro_leaves_no_training_behind_and_the_next_one_resumes(reproduced, tmp_path):
+    # A copy with 40 short epochs, so that the kill lands while most of them are still to run
+    # (with the fixture's 4 epochs of a tiny MLP, training could end between two polls).
+    repo = shutil.copytree(reproduced, tmp_path / "repo", symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(epochs=40, patience=1000)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(repo, "repro", "train@mlp")  # the uninterrupted run to compare with
+    weights = (repo / "models/mlp/weights.pt").read_bytes()
+    metrics = (repo / "results/train/mlp/metrics.json").read_text()
+    saved = repo / "checkpoints/mlp/checkpoint.pt"
+    assert not saved.exists()  # a finished run leaves no checkpoint to resume
     command = [sys.executable, "-m", "dvc", "repro", "-f", "-s", "train@mlp"]
-    process = subprocess.Popen(command, cwd=reproduced, env=environment(),
+    process = subprocess.Popen(command, cwd=repo, env=environment(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    saved = reproduced / "checkpoints/mlp/checkpoint.pt"
     deadline = time.time() + 120
     try:
         # Kill DVC alone (as a closed terminal or an out-of-memory killer would) once the new
         # run checkpointed an epoch, before its bundle.
-        while not saved.exists() and process.poll() is None:
+        while not saved.exists():
+            assert process.poll() is None, "training ended before it was killed"
             assert time.time() < deadline, "training never checkpointed an epoch"
-            time.sleep(0.05)
+            time.sleep(0.02)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         # Its training dies with it, instead of racing the next run for the same outputs.
-        _, alive = psutil.wait_procs(training_processes(reproduced), timeout=10)
+        _, alive = psutil.wait_procs(training_processes(repo), timeout=10)
         assert alive == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-    bundle = reproduced / "models/mlp"
+    bundle = repo / "models/mlp"
     assert not bundle.exists() or (bundle / "weights.pt").read_bytes() == weights
-    status = dvc(reproduced, "status").stdout
-    assert "train@mlp" in status
-    again = dvc(reproduced, "repro")
+    assert "train@mlp" in dvc(repo, "status", "train@mlp").stdout
+    again = dvc(repo, "repro", "train@mlp")
     assert "Running stage 'train@mlp'" in again.stdout
     assert "resuming after epoch" in again.stdout + again.stderr
     # Same seed, same params: the resumed run ends exactly where an uninterrupted one does.
     assert (bundle / "weights.pt").read_bytes() == weights
-    assert (reproduced / "results/train/mlp/metrics.json").read_text() == metrics
-    assert "up to date" in dvc(reproduced, "status").stdout
+    assert (repo / "results/train/mlp/metrics.json").read_text() == metrics
+    assert "up to date" in dvc(repo, "status", "train@mlp").stdout

@@ -14,6 +14,7 @@ and the stage fails with one line naming its rank.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -72,8 +73,17 @@ def join(group: Group, device: torch.device) -> None:
         dist.init_process_group(backend, timeout=timedelta(minutes=10))
 
 
+def wait_for_all(group: Group) -> None:
+    """Return once every rank got here. Ranks that end training together also tear their
+    connections down together: one that closes them while another still uses them makes gloo's
+    threads abort the other process at exit."""
+    if group.world > 1:
+        dist.barrier()
+
+
 def leave() -> None:
     if dist.is_initialized():
+        gc.collect()  # the DistributedDataParallel reducer's hold on the group goes first
         dist.destroy_process_group()
 
 

@@ -588,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                                FEATURES_DIR, EMBEDDINGS_DIR, PREPARED_DIR,
                                bundle_dir(args.model), train_results_dir(args.model),
                                checkpoint_dir(args.model), group)
+            distributed.wait_for_all(group)
         except RuntimeError as error:
             if group.world == 1 or not distributed.lost_peer(error):
                 raise
