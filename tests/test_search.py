@@ -223,9 +223,9 @@ def test_leaderboard_table_shows_differing_params_and_marks_failures(tmp_path):
     done, failed, pending = rank(collect(exp_show(tmp_path), ["cnn"]))
     table = format_table(done, failed, pending, top=2)
     lines = table.splitlines()
-    assert lines[1].split() == ["rank", "experiment", "model", "validation", "test",
-                                "train.learning_rate"]
-    assert lines[2].split()[:5] == ["1", "high", "cnn", "0.9000", "0.6000"]
+    assert lines[1].split() == ["rank", "experiment", "model", "rung", "epochs", "validation",
+                                "test", "train.learning_rate"]
+    assert lines[2].split()[:7] == ["1", "high", "cnn", "-", "4", "0.9000", "0.6000"]
     assert "low" not in table.split("FAILED")[0]  # --top 2 leaves the third out
     assert "FAILED  broken: meli ingest: error: /x: no such file" in table
     assert "1 trial(s) queued or running: waiting" in table
@@ -255,7 +255,7 @@ def test_each_trial_is_ranked_by_the_models_it_searched():
     assert not failed and not pending
     table = format_table(done, failed, pending, top=10)
     rows = [line.split() for line in table.splitlines()[2:]]
-    assert rows[2] == ["3", "mlp-s0-01", "mlp", "0.7500", "0.7400", "0.01"]
+    assert rows[2] == ["3", "mlp-s0-01", "mlp", "-", "4", "0.7500", "0.7400", "0.01"]
 
 
 def test_a_model_named_ranks_every_experiment_by_it():
@@ -322,7 +322,7 @@ def test_search_through_the_dvc_queue(tmp_path):
     ranked = [line.split() for line in board.splitlines()[2:] if line[:1].isdigit()]
     names = [row[1] for row in ranked]
     assert set(queued) <= set(names)
-    validations = [float(row[3]) for row in ranked]
+    validations = [float(row[5]) for row in ranked]
     assert validations == sorted(validations, reverse=True)
     assert {row[2] for row in ranked if row[1] in queued} == {"mlp"}
     rates = {row[1]: row[-1] for row in ranked}

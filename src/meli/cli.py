@@ -88,13 +88,24 @@ def _search(args: argparse.Namespace) -> None:
 
     params = _full_params(args.params)
     models = list(dict.fromkeys(args.model)) if args.model else params.search.models
-    trials = search.sample_trials(params, args.trials or params.search.trials,
-                                  params.search.seed if args.seed is None else args.seed, models)
-    queued = [] if args.dry_run else search.queue(trials, models, force=args.force)
-    for trial in trials:
+    seed = params.search.seed if args.seed is None else args.seed
+    drawn = search.sample_trials(params, args.trials or params.search.trials, seed, models)
+    part, parts = search.parse_shard(args.shard) if args.shard else (1, 1)
+    trials = search.shard(drawn, part, parts)
+    if parts > 1:
+        log.info("search: shard %d/%d runs %d of the %d configurations (%s)", part, parts,
+                 len(trials), len(drawn), ", ".join(f"{index:02d}" for index in trials))
+    strategy = args.strategy or ("halving" if args.next_rung else params.search.strategy)
+    if strategy == "halving":
+        _halving(args, params, trials, models, seed)
+        return
+    if args.next_rung:
+        raise MeliError("--next-rung: only with successive halving (--strategy halving or "
+                        "search.strategy: halving)")
+    queued = [] if args.dry_run else search.queue(list(trials.values()), models, force=args.force)
+    for trial in trials.values():
         mark = "drawn" if args.dry_run else "queued" if trial in queued else "exists"
-        values = ", ".join(f"{key}={value}" for key, value in trial.values.items())
-        print(f"{mark:7} {trial.name}  {values}")
+        print(f"{mark:7} {trial.name}  {_values(trial)}")
     if args.dry_run:
         log.info("search: %d trial(s) drawn, none queued (--dry-run)", len(trials))
         return
@@ -110,10 +121,59 @@ def _search(args: argparse.Namespace) -> None:
         log.info("start them with `dvc queue start -j 2`, then see `meli leaderboard`")
 
 
-def _print_leaderboard(models: list[str] | None, top: int) -> list:
+def _values(trial) -> str:
+    return ", ".join(f"{key}={value}" for key, value in trial.values.items())
+
+
+def _halving(args: argparse.Namespace, params, trials: dict, models: list[str],
+             seed: int) -> None:
+    from meli.experiments import commands, halving, names
+
+    rungs = halving.plan(params)
+    search_prefix = names.prefix(models, seed)
+    if args.force:
+        raise MeliError("--force: only with --strategy random (a halving search picks up where "
+                        "its experiments are; remove them with `dvc exp remove` to start over)")
+    if args.dry_run:
+        kept = len(trials)
+        for rung, budget in enumerate(rungs.budgets):
+            print(f"rung {rung}: {kept} trial(s) of {budget} epoch(s)")
+            kept = rungs.keep(kept)
+        for index, trial in trials.items():
+            print(f"drawn   {names.trial_name(search_prefix, index, 0)}  {_values(trial)}")
+        return
+
+    def run(step: halving.Step, queued: list[str]) -> None:
+        states = commands.run_queue(min(args.jobs, len(queued)), queued,
+                                    desc=f"rung {step.rung} ({step.budget} epochs)")
+        failed = sorted(name for name, state in states.items() if state == "Failed")
+        log.info("search: rung %d: %d trial(s) finished, %d failed%s", step.rung,
+                 len(states), len(failed), f" ({', '.join(failed)})" if failed else "")
+
+    step = halving.advance(params, trials, models, seed, run if args.run else None)
+    trial_names = [names.trial_name(search_prefix, index, step.rung) for index in step.indices]
+    if step.action == "queue":
+        for index, name in zip(step.indices, trial_names, strict=True):
+            print(f"queued  {name}  {_values(trials[index])}")
+        log.info("search: rung %d (the last is %d): %d trial(s) of %d epoch(s) queued; start "
+                 "them with `dvc queue start -j 2`, then promote with `meli search --next-rung`",
+                 step.rung, rungs.last, len(trial_names), step.budget)
+    elif step.action == "wait":
+        message = (f"rung {step.rung}: {len(trial_names)} trial(s) still queued or running "
+                   f"({', '.join(trial_names)}); promote once they are done (`dvc queue status`)")
+        if args.next_rung:
+            raise MeliError(message)
+        log.info("search: %s", message)
+    else:
+        log.info("search: done; rung %d (%d epochs) ranks %s", step.rung, step.budget,
+                 ", ".join(trial_names))
+        _print_leaderboard(None, top=10)
+
+
+def _print_leaderboard(models: list[str] | None, top: int, remote: str | None = None) -> list:
     from meli.experiments.leaderboard import leaderboard
 
-    table, done = leaderboard(models, top)
+    table, done = leaderboard(models, top, remote)
     print(table)
     return done
 
@@ -121,9 +181,10 @@ def _print_leaderboard(models: list[str] | None, top: int) -> list:
 def _leaderboard(args: argparse.Namespace) -> None:
     from meli.experiments.leaderboard import apply_best
 
-    done = _print_leaderboard(args.model, args.top)
+    done = _print_leaderboard(args.model, args.top, args.remote)
     if args.apply:
-        log.info("leaderboard: applied %s to the workspace (dvc exp apply)", apply_best(done))
+        log.info("leaderboard: applied %s to the workspace (dvc exp apply)",
+                 apply_best(done, args.remote))
 
 
 def _registry(args: argparse.Namespace) -> None:
@@ -206,16 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
                               "kept the model's validation figures (default: %(default)s)")
 
     search = commands.add_parser(
-        "search", help="queue a random hyperparameter search as DVC experiments",
+        "search", help="queue a hyperparameter search (random or halving) as DVC experiments",
         description="Draw trials from the search section of params.yaml and queue each as a "
                     "DVC experiment.")
     search.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    search.add_argument("--strategy", choices=("random", "halving"),
+                        help="default: search.strategy")
     search.add_argument("--trials", type=_positive, help="default: search.trials")
     search.add_argument("--seed", type=int, help="default: search.seed")
     search.add_argument("--model", action="append", type=_name_among(_registered),
                         help="model(s) the trials train (repeatable; default: search.models)")
     search.add_argument("--run", action="store_true",
-                        help="start the queue and wait for the trials, with a progress bar")
+                        help="start the queue and wait for the trials, with a progress bar "
+                             "(halving: rung after rung)")
+    search.add_argument("--next-rung", action="store_true",
+                        help="halving: promote the best of the finished rung to the next one")
+    search.add_argument("--shard", metavar="I/N",
+                        help="queue only this machine's share of the trials: configurations "
+                             "I, I+N, I+2N, ... (several machines, one search)")
     search.add_argument("--jobs", "-j", type=_positive, default=1,
                         help="trials at a time with --run (default: %(default)s)")
     search.add_argument("--force", action="store_true",
@@ -233,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rank every experiment by this model (repeatable; default: the "
                             "models each trial searched)")
     board.add_argument("--apply", action="store_true",
-                       help="dvc exp apply the best experiment into the workspace")
+                       help="dvc exp apply the best full-budget experiment into the workspace")
+    board.add_argument("--remote", metavar="GIT_REMOTE",
+                       help="first pull the experiments every machine pushed there for this "
+                            "commit (dvc exp pull --no-cache), e.g. origin")
 
     registry = commands.add_parser(
         "registry", help="the model bundles declared as DVC artifacts (dvc artifacts get)",

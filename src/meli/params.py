@@ -214,10 +214,17 @@ class EnsembleParams:
 
 @dataclass(frozen=True)
 class SearchParams:
-    """Random hyperparameter search (`meli search`), run through the DVC experiment queue."""
+    """Hyperparameter search (`meli search`), run through the DVC experiment queue: random, or
+    successive halving (see meli.experiments.halving)."""
 
+    # random: every trial trains train.epochs. halving: rung 0 trains every trial min_epochs,
+    # each next rung the best 1/eta of the previous one eta times longer, the last train.epochs.
+    strategy: Literal["random", "halving"] = "random"
     trials: int = param(12, min=1, max=1000)
     seed: int = 0
+    eta: int = param(3, min=2)
+    min_epochs: int = param(1, min=1)
+    rungs: int = param(3, min=1)
     # Registered model names (see meli.models); checked by `meli search` against the registry.
     models: list[str] = param(["cnn"], min_items=1)
     # params key -> one distribution: {choice: [values]}, {uniform: [low, high]},

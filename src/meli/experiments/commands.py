@@ -76,7 +76,8 @@ def existing_experiments() -> set[str]:
     return names | set(queue_states())
 
 
-def run_queue(jobs: int, names: Sequence[str], poll_seconds: float = 5.0) -> dict[str, str]:
+def run_queue(jobs: int, names: Sequence[str], poll_seconds: float = 5.0,
+              desc: str = "trials") -> dict[str, str]:
     """Start the queue's workers and wait for `names` to finish, with a progress bar;
     {name: Success | Failed}.
 
@@ -86,7 +87,7 @@ def run_queue(jobs: int, names: Sequence[str], poll_seconds: float = 5.0) -> dic
 
     dvc("queue", "start", "-j", str(jobs))
     finished: dict[str, str] = {}
-    with tqdm(total=len(names), desc="trials", unit="trial") as progress:
+    with tqdm(total=len(names), desc=desc, unit="trial") as progress:
         while len(finished) < len(names):
             time.sleep(poll_seconds)
             for name, state in queue_states().items():

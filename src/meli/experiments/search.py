@@ -17,7 +17,13 @@ grammar is in `meli.experiments.space`):
 checks each against the params' types and ranges, and queues one `dvc exp run --queue` per trial
 that reproduces only the chosen models' stages. Each trial also records the models it searched
 (`-S search.models=[...]`, a section no stage reads) so that the leaderboard ranks it by them.
-`dvc queue start` (or `--run`) runs them.
+`dvc queue start` (or `--run`) runs them. `search.strategy: halving` runs the same trials as
+successive halving instead (`meli.experiments.halving`).
+
+Several machines share a search without any coordinator: each draws the same trials (same
+commit, same seed) and queues only its share (`--shard I/N`: configurations I, I+N, I+2N, ...),
+named by their place in the whole draw so that no two machines name two trials alike; `dvc exp
+push` and `dvc exp pull` bring the results together.
 """
 
 from __future__ import annotations
@@ -109,6 +115,25 @@ def sample_trials(params: Params, trials: int, seed: int, models: Sequence[str])
                             f"{str(error).split(': ', 1)[1]}") from None
         found.append(Trial(f"{'-'.join(models)}-s{seed}-{len(found) + 1:02d}-{key}", values))
     return found
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` (this machine is the I-th of N, 1 <= I <= N) as (I, N)."""
+    part, _, parts = text.partition("/")
+    try:
+        shard = int(part), int(parts)
+    except ValueError:
+        raise MeliError(f"--shard {text}: give I/N, this machine's place I among N machines, "
+                        f"e.g. 1/2") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise MeliError(f"--shard {text}: I must be between 1 and N")
+    return shard
+
+
+def shard(trials: Sequence[Trial], part: int, parts: int) -> dict[int, Trial]:
+    """{place in the draw (from 1): trial} of the trials shard `part` of `parts` runs."""
+    return {index: trial for index, trial in enumerate(trials, start=1)
+            if (index - 1) % parts == part - 1}
 
 
 def targets(models: Sequence[str]) -> list[str]:
