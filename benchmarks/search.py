@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from dvc_repo import REAL_SAMPLE, dvc, make_repo, run  # noqa: E402
+from dvc_repo import REAL_SAMPLE, dvc, environment, make_repo, run  # noqa: E402
 
 from meli.experiments.leaderboard import BASELINE, collect, rank  # noqa: E402
 
@@ -66,8 +67,11 @@ def main() -> None:
             raise SystemExit(f"{repo}: already exists")
         shutil.copytree(built, repo, symlinks=True)
         started = time.perf_counter()
-        run(repo, sys.executable, "-m", "meli", "search", "--strategy", args.strategy,
-            "--trials", str(args.trials), "--model", "cnn", "--run", "--jobs", str(args.jobs))
+        # No time limit (a search takes tens of minutes); its progress bars show on stderr.
+        subprocess.run([sys.executable, "-m", "meli", "search", "--strategy", args.strategy,
+                        "--trials", str(args.trials), "--model", "cnn", "--run",
+                        "--jobs", str(args.jobs)], cwd=repo, env=environment(), check=True,
+                       stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - started
         shown = json.loads(dvc(repo, "exp", "show", "--json", "--no-fetch").stdout)
         done, failed, _ = rank(collect(shown, ["cnn"]))

@@ -26,21 +26,32 @@ stages:
     matrix:
       model: [mlp, cnn, rnn]
     cmd: python stand_in.py train ${item.model}
-    deps: [stand_in.py]
-    params: [train, "${item.model}"]
-    outs: [models/${item.model}]
+    deps:
+      - stand_in.py
+    params:
+      - train
+      - ${item.model}
+    outs:
+      - models/${item.model}
     metrics:
       - results/train/${item.model}/metrics.json:
           cache: false
   ensemble:
     cmd: python stand_in.py ensemble ensemble
-    deps: [stand_in.py, models/mlp, models/cnn, models/rnn]
-    outs: [models/ensemble]
+    deps:
+      - stand_in.py
+      - models/mlp
+      - models/cnn
+      - models/rnn
+    outs:
+      - models/ensemble
   evaluate:
     matrix:
       model: [mlp, cnn, rnn, ensemble]
     cmd: python stand_in.py evaluate ${item.model}
-    deps: [stand_in.py, models/${item.model}]
+    deps:
+      - stand_in.py
+      - models/${item.model}
     metrics:
       - metrics/${item.model}.json:
           cache: false
@@ -142,7 +153,7 @@ def test_halving_through_the_queue_promotes_the_best_and_applies_it(tmp_path):
 
 def test_two_machines_share_a_search_through_git_and_dvc_remotes(tmp_path):
     origin, storage = tmp_path / "origin.git", tmp_path / "storage"
-    run(tmp_path, "git", "init", "-q", "--bare", str(origin))
+    run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
     seed = stand_in_repo(tmp_path / "seed", {"space": RATES | {
         "cnn.dropout": {"uniform": [0.1, 0.5]}}, "trials": 8, "seed": 0})
     dvc(seed, "remote", "add", "-d", "storage", str(storage))
