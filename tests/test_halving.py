@@ -168,7 +168,7 @@ class StandIn:
         assert arguments[:3] == ("exp", "run", "--queue")
         name = arguments[arguments.index("-n") + 1]
         budget = int(arguments[arguments.index("-S") + 1].removeprefix("train.epochs="))
-        assert arguments[-4:] == ("train@cnn", "evaluate@cnn", "ensemble", "evaluate@ensemble")
+        assert arguments[-2:] == ("train@cnn", "evaluate@cnn")
         self.queued.append((name, budget))
 
     def exp_show(self) -> list:
