@@ -299,3 +299,54 @@ def test_apply_takes_the_best_full_budget_trial(monkeypatch):
     with pytest.raises(MeliError, match="no successful full-budget experiment to apply "
                                         r"\(only shorter rungs so far"):
         apply_best(rank(collect(early, ["cnn"]))[0])
+
+
+# --- waiting on the queue -----------------------------------------------------------------------
+
+class Starter:
+    """`dvc queue start` as run_queue sees it: its output pipe stays open while the workers
+    it started run (`polls` waits), then reads as closed."""
+
+    def __init__(self, polls: int, output: str, returncode: int = 0):
+        self.polls, self.output, self.returncode = polls, output, returncode
+
+    def communicate(self, timeout=None):
+        if self.polls > 0:
+            self.polls -= 1
+            raise subprocess.TimeoutExpired("dvc queue start", timeout)
+        return self.output, None
+
+
+def test_run_queue_counts_trials_until_the_workers_exit(monkeypatch):
+    states = iter([{"a": "Running", "b": "Queued"}, {"a": "Success", "b": "Running"},
+                   {"a": "Success", "b": "Failed", "other": "Success"}])
+    monkeypatch.setattr(commands, "queue_states", lambda: next(states))
+    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+        2, "Started '2' new experiments task queue workers.\n"))
+    assert commands.run_queue(2, ["a", "b"], poll_seconds=0) == {"a": "Success", "b": "Failed"}
+
+
+def test_run_queue_says_when_its_workers_left_trials_unfinished(monkeypatch):
+    monkeypatch.setattr(commands, "queue_states", lambda: {"a": "Success", "b": "Queued"})
+    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+        0, "Started '1' new experiments task queue worker.\n"))
+    with pytest.raises(MeliError, match=r"the queue's workers stopped with 1 trial\(s\) "
+                                        r"unfinished \(b\)"):
+        commands.run_queue(1, ["a", "b"], poll_seconds=0)
+
+
+def test_run_queue_waits_on_workers_someone_else_started(monkeypatch):
+    # `dvc queue start` found the workers running: its pipe closes at once, they go on.
+    states = iter([{"a": "Running"}] * 6 + [{"a": "Success"}])
+    monkeypatch.setattr(commands, "queue_states", lambda: next(states))
+    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+        0, "Started '0' new experiments task queue worker.\n"))
+    assert commands.run_queue(1, ["a"], poll_seconds=0) == {"a": "Success"}
+
+
+def test_a_queue_that_cannot_start_is_one_line(monkeypatch):
+    monkeypatch.setattr(commands, "queue_states", lambda: {})
+    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+        0, "ERROR: you are not inside of a DVC repository\n", returncode=255))
+    with pytest.raises(MeliError, match=r"^`dvc queue start` failed: ERROR: you are not inside"):
+        commands.run_queue(1, ["a"], poll_seconds=0)

@@ -7,6 +7,8 @@ used. A failed command becomes a MeliError holding its last line of output.
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -76,20 +78,50 @@ def existing_experiments() -> set[str]:
     return names | set(queue_states())
 
 
-def run_queue(jobs: int, names: Sequence[str], poll_seconds: float = 5.0,
+def run_queue(jobs: int, names: Sequence[str], poll_seconds: float = 10.0,
               desc: str = "trials") -> dict[str, str]:
-    """Start the queue's workers and wait for `names` to finish, with a progress bar;
-    {name: Success | Failed}.
+    """Start the queue's workers (`dvc queue start -j jobs`) and wait for `names` to finish,
+    with a progress bar; {name: Success | Failed}.
 
-    Each `dvc queue status` costs about a CPU-second, taken from the trials: poll sparingly.
+    The workers are detached but inherit the output of `dvc queue start`: through a pipe, it
+    reads as closed once the last worker exits, that is once the queue is empty, which ends
+    the wait at once. Meanwhile `dvc queue status` counts the finished trials; each call costs
+    about a CPU-second taken from the trials, hence the sparse polling.
     """
     from tqdm import tqdm
 
-    dvc("queue", "start", "-j", str(jobs))
+    starter = subprocess.Popen([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    drained, ours, checks_after = False, True, 0
     finished: dict[str, str] = {}
-    with tqdm(total=len(names), desc=desc, unit="trial") as progress:
+    # A bar on a terminal only, not in a log or under CI.
+    shown = sys.stderr.isatty() and not os.environ.get("CI")
+    with tqdm(total=len(names), desc=desc, unit="trial", disable=not shown) as progress:
         while len(finished) < len(names):
-            time.sleep(poll_seconds)
+            if drained:
+                checks_after += 1
+                # Every worker was ours and all have exited, yet trials are unfinished: say so
+                # rather than wait forever.
+                if ours and checks_after > 3:
+                    left = [name for name in names if name not in finished]
+                    raise MeliError(f"the queue's workers stopped with {len(left)} trial(s) "
+                                    f"unfinished ({', '.join(left)}); see `dvc queue status`")
+                time.sleep(poll_seconds)
+            else:
+                try:
+                    output, _ = starter.communicate(timeout=poll_seconds)
+                except subprocess.TimeoutExpired:
+                    pass
+                else:
+                    drained = True
+                    if starter.returncode != 0:
+                        lines = output.strip().splitlines()
+                        raise MeliError("`dvc queue start` failed: " + (
+                            lines[-1] if lines else f"exit status {starter.returncode}"))
+                    # Workers that were already running (`dvc queue start` by hand) are not
+                    # ours: they may still be at work.
+                    started = re.search(r"Started '(\d+)'", output)
+                    ours = started is not None and int(started[1]) == jobs
             for name, state in queue_states().items():
                 if name in names and name not in finished and state in ("Success", "Failed"):
                     finished[name] = state
