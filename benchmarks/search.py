@@ -1,7 +1,8 @@
 """Random search against successive halving, on the real MeLi sample through the DVC queue.
 
     python benchmarks/search.py --strategy random|halving [--trials 9] [--jobs 2]
-                                [--baseline DIR] [--sample PATH]
+                                [--eta 3] [--min-epochs 1] [--rungs 3]
+                                [--baseline DIR] [--keep DIR] [--sample PATH]
 
 Builds a git + DVC repository of this project on the real sample and runs the pipeline with the
 default params (the baseline commit; kept in `--baseline DIR` when given, and reused from there by
@@ -9,8 +10,10 @@ the next run, so that both strategies start from the same commit). Then, in a co
 `meli search --strategy S --trials N --model cnn --run --jobs J` with the space in params.yaml,
 and reports the search's wall time, the epochs it trained, and the best full-budget trial's
 validation and test balanced accuracy beside the defaults'. The same seed draws the same N
-configurations for both strategies. With several jobs each training uses one thread
-(`train.threads=1`, for the defaults too), so that J trials share the cores fairly.
+configurations for both strategies. `--eta`, `--min-epochs` and `--rungs` change the
+halving search's section of params.yaml (committed in the copy). With several jobs each
+training uses one thread (`train.threads=1`, for the defaults too), so that J trials share the
+cores fairly.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -53,6 +58,9 @@ def main() -> None:
     parser.add_argument("--strategy", choices=("random", "halving"), default="random")
     parser.add_argument("--trials", type=int, default=9)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--eta", type=int, help="search.eta for halving (default: params.yaml's)")
+    parser.add_argument("--min-epochs", type=int, help="search.min_epochs for halving")
+    parser.add_argument("--rungs", type=int, help="search.rungs for halving")
     parser.add_argument("--sample", type=Path, default=REAL_SAMPLE)
     parser.add_argument("--baseline", type=Path,
                         help="build the baseline repository here, or reuse it if built")
@@ -66,6 +74,14 @@ def main() -> None:
         if repo.exists():
             raise SystemExit(f"{repo}: already exists")
         shutil.copytree(built, repo, symlinks=True)
+        halving = {key: value for key, value in (("eta", args.eta),
+                                                 ("min_epochs", args.min_epochs),
+                                                 ("rungs", args.rungs)) if value is not None}
+        if halving:
+            params = yaml.safe_load((repo / "params.yaml").read_text())
+            params["search"].update(halving)
+            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            run(repo, "git", "commit", "-qam", f"search: {halving}")
         started = time.perf_counter()
         # No time limit (a search takes tens of minutes); its progress bars show on stderr.
         subprocess.run([sys.executable, "-m", "meli", "search", "--strategy", args.strategy,
