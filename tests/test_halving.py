@@ -163,11 +163,14 @@ class StandIn:
         self.queued: list[tuple[str, int]] = []
         self.finished: dict[str, tuple[str, dict[str, float]]] = {}
         self.runs: list[tuple[int, list[str]]] = []
+        self.threads: dict[str, int | None] = {}
 
     def dvc(self, *arguments: str, check: bool = True):
         assert arguments[:3] == ("exp", "run", "--queue")
         name = arguments[arguments.index("-n") + 1]
         budget = int(arguments[arguments.index("-S") + 1].removeprefix("train.epochs="))
+        self.threads[name] = next((int(value.split("=")[1]) for value in arguments
+                                   if value.startswith("train.threads=")), None)
         assert arguments[-2:] == ("train@cnn", "evaluate@cnn")
         self.queued.append((name, budget))
 
@@ -210,6 +213,22 @@ def test_run_goes_rung_after_rung_to_the_best_configuration(stand_in):
     assert dvc.queued[-1] == ("cnn-s0-05-r2", 10)
     # 9 x 1 + 3 x 3 + 1 x 10 epochs, where random search trains 9 x 10.
     assert sum(budget for _, budget in dvc.queued) == 28
+
+
+def test_a_rung_of_fewer_trials_than_jobs_shares_the_cores(stand_in, monkeypatch):
+    monkeypatch.setattr(halving, "cores", lambda: 2)
+    dvc = stand_in({i: i / 10 for i in range(1, 10)})
+    raw = to_dict(params_with())
+    raw["train"]["threads"] = 1  # one thread per trial, two trials at a time
+    params = parse_params(raw, models=params_classes())
+    halving.advance(params, drawn(params), ["cnn"], 0, dvc.run, jobs=2)
+    # Rungs of 9 and 3 keep both cores busy; the last, one trial, gets both.
+    assert {name: threads for name, threads in dvc.threads.items() if threads} == \
+        {"cnn-s0-09-r2": 2}
+    step = Step("queue", 2, 10, (9,))
+    assert halving.threads_for(step, params, None, 2) is None  # queue started by hand
+    assert halving.threads_for(step, params, 2, 16) == 16
+    assert halving.threads_for(step, params_with(), 2, 2) is None  # already 2 (params.yaml)
 
 
 def test_without_run_each_step_queues_one_rung_and_is_safe_to_repeat(stand_in):

@@ -150,7 +150,8 @@ def _halving(args: argparse.Namespace, params, trials: dict, models: list[str],
         log.info("search: rung %d: %d trial(s) finished, %d failed%s", step.rung,
                  len(states), len(failed), f" ({', '.join(failed)})" if failed else "")
 
-    step = halving.advance(params, trials, models, seed, run if args.run else None)
+    step = halving.advance(params, trials, models, seed, run if args.run else None,
+                           jobs=args.jobs)
     trial_names = [names.trial_name(search_prefix, index, step.rung) for index in step.indices]
     if step.action == "queue":
         for index, name in zip(step.indices, trial_names, strict=True):

@@ -21,6 +21,7 @@ is never promoted; a rung whose trials all failed stops the search with one line
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -134,23 +135,44 @@ def next_step(found: dict[int, dict[int, Outcome]], indices: Sequence[int], rung
     raise AssertionError("unreachable: the last rung returns")
 
 
+def threads_for(step: Step, params: Params, jobs: int | None, cores: int) -> int | None:
+    """The `train.threads` of a rung's trials when they run `jobs` at a time on `cores` cores,
+    if more than params.yaml's: a rung of fewer trials than jobs (the last rung is one trial)
+    would otherwise leave cores idle. None: params.yaml's threads."""
+    if jobs is None:
+        return None  # the queue is started by hand: how many run at once is not known
+    share = max(1, cores // min(jobs, len(step.indices)))
+    return share if share > params.train.threads else None
+
+
 def queue_rung(step: Step, trials: dict[int, Trial], models: Sequence[str],
-               search_prefix: str) -> list[str]:
-    """Queue `step`'s trials on its rung with its budget; their names."""
+               search_prefix: str, threads: int | None = None) -> list[str]:
+    """Queue `step`'s trials on its rung with its budget (and `threads`, when given); their
+    names. A value the trial drew from the space comes last, so it wins."""
     names = []
+    extra = [] if threads is None else ["-S", f"train.threads={threads}"]
     for index in step.indices:
         name = trial_name(search_prefix, index, step.rung)
         commands.dvc("exp", "run", "--queue", "-n", name,
-                     "-S", f"train.epochs={step.budget}", *trials[index].set_params(),
+                     "-S", f"train.epochs={step.budget}", *extra, *trials[index].set_params(),
                      *record_models(models), *targets(models))
         names.append(name)
     return names
 
 
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def advance(params: Params, trials: dict[int, Trial], models: Sequence[str], seed: int,
-            run: Callable[[Step, list[str]], None] | None = None) -> Step:
+            run: Callable[[Step, list[str]], None] | None = None,
+            jobs: int | None = None) -> Step:
     """One step of the search (`run` None), or every step until the last rung is done, `run`
-    starting the queue and waiting for a rung's trials. The step the search stopped at."""
+    starting the queue with `jobs` workers and waiting for a rung's trials. The step the
+    search stopped at."""
     rungs = plan(params)
     search_prefix = prefix(models, seed)
     waited: Step | None = None
@@ -163,7 +185,8 @@ def advance(params: Params, trials: dict[int, Trial], models: Sequence[str], see
                             f"`dvc queue status` and `dvc queue logs`")
         if step.action == "queue":
             commands.check_committed()
-            names = queue_rung(step, trials, models, search_prefix)
+            names = queue_rung(step, trials, models, search_prefix,
+                               threads_for(step, params, jobs if run else None, cores()))
             if run is None:
                 return step
             run(step, names)
