@@ -11,10 +11,10 @@ ranked ones with the last error line of their log; queued and running ones are c
 
 Each row shows the trial's rung (successive halving, from its name) and its budget
 (`train.epochs`). Trials that trained the full budget of their commit rank first, then the
-others by budget, the longest first: a trial
-stopped after one epoch is not comparable with one that trained ten, and `--apply` applies the
-best full-budget one. With `--remote`, the experiments of every machine that pushed to that Git
-remote are pulled first (`dvc exp pull --no-cache`: their params and metrics, not their models).
+others by budget, the longest first: a trial stopped after one epoch is not comparable with one
+that trained ten, and `--apply` applies the best full-budget one. With `--remote`, the
+experiments of every machine that pushed to that Git remote are pulled first (`dvc exp pull
+--no-cache`: their params and metrics, not their models).
 """
 
 from __future__ import annotations
