@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,6 +53,8 @@ stages:
     deps:
       - stand_in.py
       - models/${item.model}
+    params:
+      - train
     metrics:
       - metrics/${item.model}.json:
           cache: false
@@ -81,10 +84,12 @@ if step == "evaluate":
 """
 
 
-def stand_in_repo(path, search: dict, epochs: int = 4):
+def stand_in_repo(path, search: dict, epochs: int = 4, remote: Path | None = None):
+    """A repository of the stand-in pipeline, run and committed as the search's baseline (with
+    a learning rate every trial beats), its outputs pushed to the DVC `remote` if given."""
     path.mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    merge(params, {"train": {"epochs": epochs},
+    merge(params, {"train": {"epochs": epochs, "learning_rate": 0.0001},
                    "search": {"models": ["cnn"], **search}})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (path / "dvc.yaml").write_text(STAND_IN)
@@ -92,8 +97,13 @@ def stand_in_repo(path, search: dict, epochs: int = 4):
     run(path, "git", "init", "-q", "-b", "main")
     dvc(path, "init", "-q")
     dvc(path, "config", "core.analytics", "false")
+    if remote is not None:
+        dvc(path, "remote", "add", "-d", "storage", str(remote))
+    dvc(path, "repro")
     run(path, "git", "add", "-A")
-    run(path, "git", "commit", "-qm", "stand-in pipeline")
+    run(path, "git", "commit", "-qm", "stand-in pipeline and its results")
+    if remote is not None:
+        dvc(path, "push")
     return path
 
 
@@ -143,7 +153,10 @@ def test_halving_through_the_queue_promotes_the_best_and_applies_it(tmp_path):
     board = meli(repo, "leaderboard").stdout
     rows = ranked_rows(board)
     assert rows[0][1:5] == [promoted[0], "cnn", "1", "4"]  # full budget first
-    assert {row[4] for row in rows[1:]} == {"1*"}
+    assert ["(baseline)", "cnn", "-", "4"] in [row[1:5] for row in rows[1:]]
+    trials = [row for row in rows if row[1] != "(baseline)"]
+    assert {row[4] for row in trials[1:]} == {"1*"}  # then rung 0, after every full budget
+    assert rows.index(trials[1]) > max(i for i, row in enumerate(rows) if row[4] == "4")
     finished = meli(repo, "search", "--next-rung")
     assert f"search: done; rung 1 (4 epochs) ranks {promoted[0]}" in finished.stderr
     meli(repo, "leaderboard", "--apply")
@@ -155,9 +168,7 @@ def test_two_machines_share_a_search_through_git_and_dvc_remotes(tmp_path):
     origin, storage = tmp_path / "origin.git", tmp_path / "storage"
     run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
     seed = stand_in_repo(tmp_path / "seed", {"space": RATES | {
-        "cnn.dropout": {"uniform": [0.1, 0.5]}}, "trials": 8, "seed": 0})
-    dvc(seed, "remote", "add", "-d", "storage", str(storage))
-    run(seed, "git", "commit", "-qam", "shared DVC remote")
+        "cnn.dropout": {"uniform": [0.1, 0.5]}}, "trials": 8, "seed": 0}, remote=storage)
     run(seed, "git", "remote", "add", "origin", str(origin))
     run(seed, "git", "push", "-q", "origin", "main")
     machines = []
@@ -182,6 +193,11 @@ def test_two_machines_share_a_search_through_git_and_dvc_remotes(tmp_path):
 
     board = meli(machines[0], "leaderboard", "--remote", "origin", "--top", "20").stdout
     rows = ranked_rows(board)
+    # The commit's own figures, one row per model it has, are beaten by every CNN trial.
+    baseline = [row for row in rows if row[1] == "(baseline)"]
+    assert [row[2] for row in baseline if row[2] == "cnn"] == ["cnn"]
+    assert rows.index(next(row for row in baseline if row[2] == "cnn")) == 8
+    rows = [row for row in rows if row[1] != "(baseline)"]
     assert sorted(row[1] for row in rows) == sorted(shares[0] + shares[1])
     validations = [float(row[5]) for row in rows]
     assert validations == sorted(validations, reverse=True)
