@@ -62,17 +62,23 @@ sys.exit(code)
 
 
 def run_stage(stage: str, workdir: Path) -> tuple[float, float, float]:
-    """Seconds in the stage, seconds of the whole process and its peak resident memory (MB)."""
+    """Seconds in the stage, seconds of the whole process and its peak resident memory (MB).
+
+    The stage's output and log go to `<stage>.stdout` and `<stage>.log` in `workdir` (files, not
+    pipes: a stage that logs a lot never blocks on a pipe nobody reads while it runs).
+    """
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", _DRIVER, stage], cwd=workdir,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    with open(workdir / f"{stage}.stdout", "w") as out, open(workdir / f"{stage}.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", _DRIVER, stage], cwd=workdir,
+                                   stdout=out, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    output = process.stdout.read() if process.stdout else ""
-    error = process.stderr.read() if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"meli {stage} failed:\n{error}")
-    seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = (workdir / f"{stage}.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"meli {stage} failed (exit {code}):\n{tail}")
+    lines = (workdir / f"{stage}.stdout").read_text().strip().splitlines()
+    seconds = json.loads(lines[-1])["seconds"]
     return seconds, wall, usage.ru_maxrss / 1024  # Linux reports kilobytes
 
 

@@ -35,8 +35,6 @@ import argparse
 import gzip
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -45,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
+from pipeline_speed import run_stage  # the same per-stage driver and measures
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "prepare", "featurize", "embeddings", "baseline")
@@ -225,36 +224,9 @@ def build_jsonl(path: Path, rows: int, seed: int) -> None:
     path.with_suffix(".partial").rename(path)
 
 
-# Imports the stage's module, then times only the stage: the interpreter's start-up is not
-# throughput. The same `main([])` that `python -m meli.stages.<stage>` calls.
-_DRIVER = """
-import importlib, json, sys, time
-stage = importlib.import_module("meli.stages." + sys.argv[1])
-started = time.perf_counter()
-code = stage.main([])
-print(json.dumps({"seconds": time.perf_counter() - started}))
-sys.exit(code)
-"""
 _OUTPUTS = {"ingest": ["data/raw"], "prepare": ["data/prepared"],
             "featurize": ["data/features"], "embeddings": ["models/embeddings"],
             "baseline": ["models/fasttext"]}
-
-
-def run_stage_measured(stage: str, workdir: Path) -> dict:
-    """Run the stage; its seconds, wall time and peak resident memory (os.wait4)."""
-    started = time.perf_counter()
-    with open(workdir / f"{stage}.stdout", "w") as out, open(workdir / f"{stage}.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-c", _DRIVER, stage], cwd=workdir,
-                                   stdout=out, stderr=log)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if process.returncode != 0:
-        tail = (workdir / f"{stage}.log").read_text(errors="replace")[-3000:]
-        raise SystemExit(f"meli {stage} failed (exit {process.returncode}):\n{tail}")
-    lines = (workdir / f"{stage}.stdout").read_text().strip().splitlines()
-    seconds = json.loads(lines[-1])["seconds"]
-    return {"seconds": seconds, "wall": wall, "peak_mb": usage.ru_maxrss / 1024}
 
 
 def _size_mb(workdir: Path, stage: str) -> float:
@@ -305,7 +277,8 @@ def benchmark(name: str, source: Path, workdir: Path, stages: list[str],
     (workdir / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     results = []
     for stage in stages:
-        measured = run_stage_measured(stage, workdir)
+        seconds, wall, peak_mb = run_stage(stage, workdir)
+        measured = {"seconds": seconds, "wall": wall, "peak_mb": peak_mb}
         rows = _rows_into(stage, workdir)
         result = {"dataset": name, "stage": stage, "rows": rows, **measured,
                   "rows_per_second": rows / measured["seconds"],
