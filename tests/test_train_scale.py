@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -347,3 +348,38 @@ def test_a_training_dies_with_the_process_that_started_it(pipeline, tmp_path):
             parent.kill()
     assert alive == [], "the training outlived the process that started it"
     assert len(gone) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_machines_on_localhost_train_like_one_process(pipeline, tmp_path):
+    """Two "machines" (two workspaces, two agents with --node-rank 0 and 1) meet at
+    train.master_address:master_port; only machine 0 writes outputs."""
+    alone = workspace(pipeline, tmp_path / "alone",
+                      SMALL_STAGE.format(epochs=6, processes=1, dropout=0.0, precision="fp32"))
+    done = subprocess.run(stage_command(), cwd=alone, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    two_nodes = SMALL_STAGE.format(epochs=6, processes=1, dropout=0.0, precision="fp32") \
+        .replace("train:\n", f"train:\n  nodes: 2\n  master_address: 127.0.0.1\n"
+                             f"  master_port: {free_port()}\n", 1)
+    machines = [workspace(pipeline, tmp_path / f"machine{rank}", two_nodes) for rank in (0, 1)]
+    started = [subprocess.Popen(stage_command("--node-rank", str(rank)), cwd=machine,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for rank, machine in enumerate(machines)]
+    for process in started:
+        _, errors = process.communicate(timeout=300)
+        assert process.returncode == 0, errors
+    # Machine 0 wrote the bundle and the log; machine 1 computed its share and wrote nothing.
+    assert (machines[0] / "models/mlp/weights.pt").exists()
+    assert epochs_logged(machines[0]) == 6
+    assert not (machines[1] / "models/mlp").exists()
+    assert epochs_logged(machines[1]) == 0
+    one = read_json(alone / "results/train/mlp/metrics.json")["best"]
+    two = read_json(machines[0] / "results/train/mlp/metrics.json")["best"]
+    assert one["validation_balanced_accuracy"] > 0.5
+    assert abs(two["validation_balanced_accuracy"] - one["validation_balanced_accuracy"]) <= 0.005
