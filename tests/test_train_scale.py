@@ -229,26 +229,35 @@ mlp:
 LONG_STAGE = SMALL_STAGE.format(epochs=1000, processes=1, dropout=0.1, precision="auto")
 
 
+# Without dropout, whose masks each rank draws from its own generator, several processes compute
+# the same gradients as one, up to rounding; bf16 rounding would blur the comparison: float32.
+EXACT_STAGE = SMALL_STAGE.format(epochs=6, processes="{processes}", dropout=0.0, precision="fp32")
+
+
+def train_alone(repo: Path) -> dict:
+    """Run the stage in `repo` and check that one writer wrote the outputs: one bundle, one
+    log of 6 epochs; its best epoch's figures."""
+    done = subprocess.run(stage_command(), cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (repo / "models/mlp/weights.pt").exists()
+    assert epochs_logged(repo) == 6
+    return read_json(repo / "results/train/mlp/metrics.json")["best"]
+
+
+@pytest.fixture(scope="module")
+def one_process(pipeline, tmp_path_factory) -> dict:
+    """The best epoch of one process on EXACT_STAGE, which several processes must match."""
+    best = train_alone(workspace(pipeline, tmp_path_factory.mktemp("one") / "repo",
+                                 EXACT_STAGE.format(processes=1)))
+    assert best["validation_balanced_accuracy"] > 0.5  # it learned something to compare
+    return best
+
+
 @pytest.mark.slow
-def test_two_processes_on_localhost_train_like_one(pipeline, tmp_path):
-    results = {}
-    for processes in (1, 2):
-        repo = workspace(pipeline, tmp_path / f"p{processes}",
-                         # Without dropout, whose masks each rank draws from its own generator, two
-                         # processes compute the same gradients as one, up to rounding.
-                         # bf16 rounding would blur the comparison: float32 here.
-                         SMALL_STAGE.format(epochs=6, processes=processes, dropout=0.0,
-                                            precision="fp32"))
-        done = subprocess.run(stage_command(), cwd=repo, capture_output=True, text=True,
-                              timeout=300)
-        assert done.returncode == 0, done.stderr
-        results[processes] = read_json(repo / "results/train/mlp/metrics.json")["best"]
-        # Rank 0 alone wrote the outputs: one bundle, one log of 6 epochs.
-        assert (repo / "models/mlp/weights.pt").exists()
-        assert epochs_logged(repo) == 6
-    assert results[1]["validation_balanced_accuracy"] > 0.5  # it learned something to compare
-    assert abs(results[2]["validation_balanced_accuracy"]
-               - results[1]["validation_balanced_accuracy"]) <= 0.005
+def test_two_processes_on_localhost_train_like_one(pipeline, one_process, tmp_path):
+    two = train_alone(workspace(pipeline, tmp_path / "p2", EXACT_STAGE.format(processes=2)))
+    assert abs(two["validation_balanced_accuracy"]
+               - one_process["validation_balanced_accuracy"]) <= 0.005
 
 
 def rank_of(process: psutil.Process) -> int | None:
@@ -357,16 +366,12 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_machines_on_localhost_train_like_one_process(pipeline, tmp_path):
+def test_two_machines_on_localhost_train_like_one_process(pipeline, one_process, tmp_path):
     """Two "machines" (two workspaces, two agents with --node-rank 0 and 1) meet at
     train.master_address:master_port; only machine 0 writes outputs."""
-    alone = workspace(pipeline, tmp_path / "alone",
-                      SMALL_STAGE.format(epochs=6, processes=1, dropout=0.0, precision="fp32"))
-    done = subprocess.run(stage_command(), cwd=alone, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    two_nodes = SMALL_STAGE.format(epochs=6, processes=1, dropout=0.0, precision="fp32") \
-        .replace("train:\n", f"train:\n  nodes: 2\n  master_address: 127.0.0.1\n"
-                             f"  master_port: {free_port()}\n", 1)
+    two_nodes = EXACT_STAGE.format(processes=1).replace(
+        "train:\n", f"train:\n  nodes: 2\n  master_address: 127.0.0.1\n"
+                    f"  master_port: {free_port()}\n", 1)
     machines = [workspace(pipeline, tmp_path / f"machine{rank}", two_nodes) for rank in (0, 1)]
     started = [subprocess.Popen(stage_command("--node-rank", str(rank)), cwd=machine,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -379,7 +384,6 @@ def test_two_machines_on_localhost_train_like_one_process(pipeline, tmp_path):
     assert epochs_logged(machines[0]) == 6
     assert not (machines[1] / "models/mlp").exists()
     assert epochs_logged(machines[1]) == 0
-    one = read_json(alone / "results/train/mlp/metrics.json")["best"]
     two = read_json(machines[0] / "results/train/mlp/metrics.json")["best"]
-    assert one["validation_balanced_accuracy"] > 0.5
-    assert abs(two["validation_balanced_accuracy"] - one["validation_balanced_accuracy"]) <= 0.005
+    assert abs(two["validation_balanced_accuracy"]
+               - one_process["validation_balanced_accuracy"]) <= 0.005
