@@ -338,25 +338,40 @@ def test_a_second_training_of_the_same_model_is_refused(pipeline, tmp_path):
         "meli train: error: checkpoints/mlp: another training of mlp is running")
 
 
-@pytest.mark.slow
-def test_a_training_dies_with_the_process_that_started_it(pipeline, tmp_path):
-    repo = workspace(pipeline, tmp_path / "repo", LONG_STAGE)
-    # What `dvc repro` is to the stage: a parent that, once killed, cannot stop its child.
-    parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; "
-         f"subprocess.Popen({stage_command()!r}, stdout=subprocess.DEVNULL, "
-         "stderr=subprocess.DEVNULL); time.sleep(600)"], cwd=repo)
+# What DVC runs a stage's command with: its SHELL (bash replaces itself with the command), else
+# /bin/sh (dash on Debian, which stays alive between DVC and the command), or no shell at all.
+STARTERS = [None] + sorted({shutil.which(name) for name in ("sh", "dash", "bash", "zsh")} - {None})
+
+
+@pytest.mark.parametrize("shell", STARTERS, ids=lambda shell: Path(shell).name if shell else "none")
+def test_a_training_dies_with_the_process_that_started_it_through_any_shell(shell, tmp_path):
+    ready = tmp_path / "ready"
+    training = ("import time; from meli.distributed import die_with_parent; die_with_parent(); "
+                f"open({str(ready)!r}, 'w').close(); time.sleep(120)")
+    command = [sys.executable, "-c", training]
+    if shell:
+        command = [shell, "-c", subprocess.list2cmdline(command)]
+    # The starter plays DVC: it starts the command, then is killed and cannot stop it.
+    starter = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                                f"subprocess.Popen({command!r}); time.sleep(120)"])
     try:
-        wait_for(lambda: epochs_logged(repo) >= 1, parent, "epoch logged")
-        (child,) = psutil.Process(parent.pid).children()
-        parent.kill()
-        parent.wait(timeout=30)
-        gone, alive = psutil.wait_procs([child], timeout=10)
+        deadline = time.time() + 30
+        while not ready.exists():
+            assert time.time() < deadline, "the command never started"
+            time.sleep(0.02)
+        trainings = [p for p in psutil.Process(starter.pid).children(recursive=True)
+                     if "die_with_parent" in " ".join(p.cmdline())
+                     and Path(p.cmdline()[0]).name.startswith("python")]
+        assert len(trainings) == 1
+        starter.kill()
+        starter.wait(timeout=10)
+        _, alive = psutil.wait_procs(trainings, timeout=5)
     finally:
-        if parent.poll() is None:
-            parent.kill()
-    assert alive == [], "the training outlived the process that started it"
-    assert len(gone) == 1
+        if starter.poll() is None:
+            starter.kill()
+    for process in alive:
+        process.kill()
+    assert alive == [], f"the training outlived its starter{' behind ' + shell if shell else ''}"
 
 
 def free_port() -> int:
