@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -350,9 +351,9 @@ def test_a_training_dies_with_the_process_that_started_it_through_any_shell(shel
                 f"open({str(ready)!r}, 'w').close(); time.sleep(120)")
     command = [sys.executable, "-c", training]
     if shell:
-        command = [shell, "-c", subprocess.list2cmdline(command)]
+        command = [shell, "-c", shlex.join(command)]
     # The starter plays DVC: it starts the command, then is killed and cannot stop it.
-    starter = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+    starter = subprocess.Popen([sys.executable, "-c", "import subprocess, time; "
                                 f"subprocess.Popen({command!r}); time.sleep(120)"])
     try:
         deadline = time.time() + 30
