@@ -5,13 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ports import free_port
 
 from meli.params import DataParams, FeaturizeParams, PrepareParams
 from meli.stages.featurize import featurize
@@ -83,10 +83,7 @@ def test_ingest_truncated_gzip(tmp_path):
 
 
 def test_ingest_url_that_does_not_answer(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/titles.jsonl.gz"
+    url = f"http://127.0.0.1:{free_port()}/titles.jsonl.gz"
     line = one_line_error(meli(tmp_path, "ingest", f"data:\n  source: {url}\n"), "ingest")
     assert f"{url}: no answer from the server" in line
 

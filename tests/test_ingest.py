@@ -11,13 +11,13 @@ import http.server
 import io
 import json
 import lzma
-import socket
 import tarfile
 import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ports import free_port
 
 import meli.blocks
 from meli import layout
@@ -496,11 +496,7 @@ def test_url_answering_404(tmp_path, http_root):
 
 
 def test_url_that_does_not_answer(tmp_path, no_proxy):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # The port was free a moment ago and nothing listens on it now.
-    message = ingest_error(f"http://127.0.0.1:{port}/titles.jsonl.gz", tmp_path / "raw")
+    message = ingest_error(f"http://127.0.0.1:{free_port()}/titles.jsonl.gz", tmp_path / "raw")
     assert "no answer from the server" in message
 
 

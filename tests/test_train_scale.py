@@ -9,7 +9,6 @@ import os
 import random
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from ports import free_port
 
 from meli import checkpoint
 from meli.device import cpu_has_bf16, resolve_device, use_bf16
@@ -356,10 +356,7 @@ def test_a_training_dies_with_the_process_that_started_it_through_any_shell(shel
     starter = subprocess.Popen([sys.executable, "-c", "import subprocess, time; "
                                 f"subprocess.Popen({command!r}); time.sleep(120)"])
     try:
-        deadline = time.time() + 30
-        while not ready.exists():
-            assert time.time() < deadline, "the command never started"
-            time.sleep(0.02)
+        wait_for(ready.exists, starter, "start of the command", seconds=30)
         trainings = [p for p in psutil.Process(starter.pid).children(recursive=True)
                      if "die_with_parent" in " ".join(p.cmdline())
                      and Path(p.cmdline()[0]).name.startswith("python")]
@@ -373,12 +370,6 @@ def test_a_training_dies_with_the_process_that_started_it_through_any_shell(shel
     for process in alive:
         process.kill()
     assert alive == [], f"the training outlived its starter{' behind ' + shell if shell else ''}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow
