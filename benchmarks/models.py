@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from dvc_repo import REAL_SAMPLE, dvc, make_repo  # noqa: E402
 
-from meli.classify import load_classifier  # noqa: E402
+from meli.bundles.load import load_classifier  # noqa: E402
 
 STAGES = ("ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn", "train@rnn",
           "baseline", "ensemble", "evaluate@mlp", "evaluate@cnn", "evaluate@rnn",

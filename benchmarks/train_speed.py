@@ -106,8 +106,8 @@ def train_once(workspace: Path, model: str, settings: dict) -> dict:
 
 
 def predict_speed(workspace: Path, model: str, device: str) -> float:
-    from meli.classify import load_classifier
-    from meli.models.classifier import INFERENCE_BATCH, _logits_by_length
+    from meli.bundles.load import load_classifier
+    from meli.bundles.pytorch import INFERENCE_BATCH, _logits_by_length
 
     classifier = load_classifier(workspace / "models" / model, device=device)
     tokens = np.load(workspace / "data/features/train.tokens.npy", mmap_mode="r")

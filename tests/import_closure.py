@@ -46,7 +46,7 @@ def imported_names(name: str, src: Path = SRC) -> set[str]:
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             module = _resolve(node, name, path.name == "__init__.py")
-            # `from meli import sample` imports the module meli.sample, if there is one.
+            # `from meli import sample` imports the module meli.data.sample, if there is one.
             targets = [module, *(f"{module}.{alias.name}" for alias in node.names)]
         else:
             continue

@@ -47,19 +47,19 @@ def test_every_stage_declares_exactly_the_code_it_runs(dvc_yaml_text):
 
 
 def test_a_removed_dep_line_is_caught_and_named(dvc_yaml_text):
-    line = "      - src/meli/metrics.py\n"
+    line = "      - src/meli/bundles/metrics.py\n"
     train = dvc_yaml_text.index("\n  train:\n")
     start = dvc_yaml_text.index(line, train)
     broken = dvc_yaml_text[:start] + dvc_yaml_text[start + len(line):]
     assert problems(yaml.safe_load(broken)) == [
-        "train: imports src/meli/metrics.py but does not list it in deps"]
+        "train: imports src/meli/bundles/metrics.py but does not list it in deps"]
 
 
 def test_an_extra_dep_line_is_caught_and_named(dvc_yaml_text):
     loaded = yaml.safe_load(dvc_yaml_text)
-    loaded["stages"]["prepare"]["deps"].append("src/meli/vocabulary.py")
+    loaded["stages"]["prepare"]["deps"].append("src/meli/data/vocabulary.py")
     assert problems(loaded) == [
-        "prepare: lists src/meli/vocabulary.py in deps but its command never imports it"]
+        "prepare: lists src/meli/data/vocabulary.py in deps but its command never imports it"]
 
 
 def test_an_import_inside_a_function_counts(tmp_path):
@@ -105,7 +105,7 @@ def test_train_does_not_depend_on_ingest_or_the_sample():
 def test_the_sample_catalogue_is_a_dep_of_ingest_only(dvc_yaml_text):
     stages = yaml.safe_load(dvc_yaml_text)["stages"]
     users = [name for name, stage in stages.items()
-             if "src/meli/sample/catalogue.json" in stage.get("deps", [])]
+             if "src/meli/data/sample/catalogue.json" in stage.get("deps", [])]
     assert users == ["ingest"]
 
 

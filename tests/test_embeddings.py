@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.layout import MATRIX_FILE, PAD, UNKNOWN
 from meli.params import DataParams, EmbeddingsParams, FeaturizeParams, PrepareParams
@@ -18,7 +19,6 @@ from meli.stages.embeddings import build_embeddings, train_fasttext
 from meli.stages.featurize import featurize
 from meli.stages.ingest import ingest
 from meli.stages.prepare import prepare
-from meli.vocabulary import Vocabulary
 
 # Small and quick: a few hundred synthetic titles, 16 dimensions, few epochs and buckets.
 SMALL = dict(dim=16, epochs=3, buckets=2_000, threads=1)
@@ -217,8 +217,8 @@ def test_training_ignores_what_the_heap_held_before(sample_data, tmp_path):
 
 
 def test_threads_auto_means_every_core(sample_data, tmp_path):
-    from meli.fasttext_training import thread_count
     from meli.params import parse_params
+    from meli.training.fasttext import thread_count
 
     params = parse_params({"embeddings": {"threads": "auto"}, "baseline": {"threads": "auto"}})
     assert params.embeddings.threads == params.baseline.threads == "auto"
@@ -245,7 +245,7 @@ def test_threads_that_are_neither_a_count_nor_auto(value, expected):
 def test_corpus_file_is_one_normalized_title_per_line(sample_data, tmp_path):
     import pyarrow.parquet as pq
 
-    from meli.fasttext_training import write_corpus
+    from meli.training.fasttext import write_corpus
 
     prepared, _ = sample_data
     train_split = pq.read_table(prepared / "train.parquet")

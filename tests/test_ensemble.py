@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from meli import metrics
-from meli.classify import load_classifier
-from meli.ensemble import tempered
+from meli.bundles import metrics
+from meli.bundles.ensemble import tempered
+from meli.bundles.load import load_classifier
 from meli.errors import MeliError
 from meli.files import read_json
 from meli.params import EnsembleParams

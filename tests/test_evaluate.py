@@ -1,4 +1,4 @@
-"""evaluate and meli.metrics: test-split figures that match a recomputation from the bundle, the
+"""evaluate and meli.bundles.metrics: test-split figures that match a recomputation from the bundle, the
 per-class recall and confusion plot files, and the metrics against scikit-learn's."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from meli import metrics
-from meli.classify import load_classifier
+from meli.bundles import metrics
+from meli.bundles.load import load_classifier
 from meli.errors import MeliError
 from meli.files import read_json, write_json
 from meli.params import EvaluateParams
@@ -149,7 +149,7 @@ def test_a_missing_bundle_is_a_meli_error(pipeline, tmp_path):
                  tmp_path / "metrics.json", tmp_path / "plots")
 
 
-# ---- meli.metrics against scikit-learn ------------------------------------------------------
+# ---- meli.bundles.metrics against scikit-learn ------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_agree_with_scikit_learn(seed):

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.layout import PAD, UNKNOWN, labels_path, split_path, tokens_path
 from meli.params import FeaturizeParams, PrepareParams
 from meli.stages.featurize import build_vocabulary, featurize
 from meli.stages.prepare import prepare
-from meli.vocabulary import Vocabulary
 
 SPLITS = ("train", "validation", "test")
 

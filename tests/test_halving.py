@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from meli.errors import MeliError
-from meli.experiments import commands, halving, search
+from meli.experiments import git_dvc, halving, search
 from meli.experiments.halving import Outcome, Step, next_step, outcomes, plan
 from meli.experiments.leaderboard import BASELINE, apply_best, collect, format_table, rank
 from meli.experiments.names import rung_of, trial_name
@@ -191,9 +191,9 @@ class StandIn:
 def stand_in(monkeypatch):
     def make(quality, fails=frozenset()):
         dvc = StandIn(quality, fails)
-        monkeypatch.setattr(commands, "dvc", dvc.dvc)
-        monkeypatch.setattr(commands, "exp_show", dvc.exp_show)
-        monkeypatch.setattr(commands, "check_committed", lambda: None)
+        monkeypatch.setattr(git_dvc, "dvc", dvc.dvc)
+        monkeypatch.setattr(git_dvc, "exp_show", dvc.exp_show)
+        monkeypatch.setattr(git_dvc, "check_committed", lambda: None)
         return dvc
     return make
 
@@ -306,7 +306,7 @@ def test_full_budget_trials_rank_first_and_show_their_rung():
 
 def test_apply_takes_the_best_full_budget_trial(monkeypatch):
     called = []
-    monkeypatch.setattr(commands, "dvc", lambda *arguments, **_: called.append(arguments))
+    monkeypatch.setattr(git_dvc, "dvc", lambda *arguments, **_: called.append(arguments))
     listed = shown(("cnn-s0-01-r0", "success", {"cnn": 0.95}),
                    ("cnn-s0-02-r2", "success", {"cnn": 0.85}))
     ranked, _, _ = rank(collect(listed, ["cnn"]))
@@ -339,33 +339,33 @@ class Starter:
 def test_run_queue_counts_trials_until_the_workers_exit(monkeypatch):
     states = iter([{"a": "Running", "b": "Queued"}, {"a": "Success", "b": "Running"},
                    {"a": "Success", "b": "Failed", "other": "Success"}])
-    monkeypatch.setattr(commands, "queue_states", lambda: next(states))
-    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+    monkeypatch.setattr(git_dvc, "queue_states", lambda: next(states))
+    monkeypatch.setattr(git_dvc.subprocess, "Popen", lambda *a, **k: Starter(
         2, "Started '2' new experiments task queue workers.\n"))
-    assert commands.run_queue(2, ["a", "b"], poll_seconds=0) == {"a": "Success", "b": "Failed"}
+    assert git_dvc.run_queue(2, ["a", "b"], poll_seconds=0) == {"a": "Success", "b": "Failed"}
 
 
 def test_run_queue_says_when_its_workers_left_trials_unfinished(monkeypatch):
-    monkeypatch.setattr(commands, "queue_states", lambda: {"a": "Success", "b": "Queued"})
-    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+    monkeypatch.setattr(git_dvc, "queue_states", lambda: {"a": "Success", "b": "Queued"})
+    monkeypatch.setattr(git_dvc.subprocess, "Popen", lambda *a, **k: Starter(
         0, "Started '1' new experiments task queue worker.\n"))
     with pytest.raises(MeliError, match=r"the queue's workers stopped with 1 trial\(s\) "
                                         r"unfinished \(b\)"):
-        commands.run_queue(1, ["a", "b"], poll_seconds=0)
+        git_dvc.run_queue(1, ["a", "b"], poll_seconds=0)
 
 
 def test_run_queue_waits_on_workers_someone_else_started(monkeypatch):
     # `dvc queue start` found the workers running: its pipe closes at once, they go on.
     states = iter([{"a": "Running"}] * 6 + [{"a": "Success"}])
-    monkeypatch.setattr(commands, "queue_states", lambda: next(states))
-    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+    monkeypatch.setattr(git_dvc, "queue_states", lambda: next(states))
+    monkeypatch.setattr(git_dvc.subprocess, "Popen", lambda *a, **k: Starter(
         0, "Started '0' new experiments task queue worker.\n"))
-    assert commands.run_queue(1, ["a"], poll_seconds=0) == {"a": "Success"}
+    assert git_dvc.run_queue(1, ["a"], poll_seconds=0) == {"a": "Success"}
 
 
 def test_a_queue_that_cannot_start_is_one_line(monkeypatch):
-    monkeypatch.setattr(commands, "queue_states", lambda: {})
-    monkeypatch.setattr(commands.subprocess, "Popen", lambda *a, **k: Starter(
+    monkeypatch.setattr(git_dvc, "queue_states", lambda: {})
+    monkeypatch.setattr(git_dvc.subprocess, "Popen", lambda *a, **k: Starter(
         0, "ERROR: you are not inside of a DVC repository\n", returncode=255))
     with pytest.raises(MeliError, match=r"^`dvc queue start` failed: ERROR: you are not inside"):
-        commands.run_queue(1, ["a"], poll_seconds=0)
+        git_dvc.run_queue(1, ["a"], poll_seconds=0)

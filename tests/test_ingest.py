@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from ports import free_port
 
-import meli.blocks
+import meli.data.blocks
 from meli import layout
 from meli.errors import MeliError
 from meli.params import DataParams, PrepareParams
@@ -560,7 +560,7 @@ def both_ways(source: Path, tmp_path: Path, monkeypatch) -> tuple:
     outputs = []
     for vectorized, block in ((True, 97), (False, None)):
         monkeypatch.setattr(ingest_module, "VECTORIZED", vectorized)
-        monkeypatch.setattr(meli.blocks, "BLOCK_BYTES", block or meli.blocks.BLOCK_BYTES)
+        monkeypatch.setattr(meli.data.blocks, "BLOCK_BYTES", block or meli.data.blocks.BLOCK_BYTES)
         raw = tmp_path / f"raw-{vectorized}"
         result = run_ingest(source, raw, max_title_chars=50)
         outputs.append((table(raw), rejected(raw),
@@ -606,7 +606,7 @@ def test_vectorized_csv_is_the_row_by_row_reading(tmp_path, monkeypatch):
 
 
 def test_a_quoted_line_break_across_blocks_keeps_the_line_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(meli.blocks, "BLOCK_BYTES", 16)
+    monkeypatch.setattr(meli.data.blocks, "BLOCK_BYTES", 16)
     source = tmp_path / "train.csv"
     source.write_text(CSV_HEADER + '"a title\nthat goes on\nand on",reliable,spanish,A\n'
                       + "two,fields\n" + "fine title,reliable,spanish,A\n")
@@ -620,7 +620,7 @@ def test_a_quoted_line_break_across_blocks_keeps_the_line_numbers(tmp_path, monk
 
 def test_row_groups_do_not_depend_on_how_rows_arrived(tmp_path, monkeypatch, rows):
     monkeypatch.setattr(ingest_module, "BATCH_ROWS", 7)
-    monkeypatch.setattr(meli.blocks, "BLOCK_BYTES", 50)
+    monkeypatch.setattr(meli.data.blocks, "BLOCK_BYTES", 50)
     source = tmp_path / "titles.jsonl"
     source.write_bytes(jsonl_bytes(rows({"A": 20, "B": 13})) + b"not json\n")
     run_ingest(source, tmp_path / "raw")
@@ -669,7 +669,7 @@ def test_an_output_path_that_cannot_be_made(tmp_path, monkeypatch, capsys, rows)
 
 
 def test_a_source_that_cannot_be_read_is_not_called_an_output(tmp_path):
-    from meli.disk import writing
+    from meli.files import writing
 
     with pytest.raises(MeliError) as caught, writing("data/raw"):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "train.csv"))

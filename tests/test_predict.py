@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from meli.classify import load_classifier
+from meli.bundles.load import load_classifier
 from meli.cli import main
 from meli.files import read_json
 
@@ -318,7 +318,7 @@ def test_gzip_input_streams_in_blocks_and_writes_as_it_goes(capsys, tmp_path, mo
                                                             mlp_bundle):
     import gzip
 
-    from meli import predict as predict_module
+    from meli.bundles import predict as predict_module
 
     titles = [f"{TITLES[i % len(TITLES)]} {i}" for i in range(3_000)]
     source = tmp_path / "titles.txt.gz"
@@ -340,7 +340,7 @@ def test_gzip_input_streams_in_blocks_and_writes_as_it_goes(capsys, tmp_path, mo
 
 def test_a_failure_midway_leaves_no_half_written_output(capsys, tmp_path, monkeypatch,
                                                         mlp_bundle):
-    from meli import predict as predict_module
+    from meli.bundles import predict as predict_module
 
     monkeypatch.setattr(predict_module, "BLOCK_BYTES", 256)
     source = tmp_path / "titles.txt"

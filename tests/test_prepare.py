@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from meli import layout
+from meli.data.text import normalize, normalize_title, tokens
 from meli.errors import MeliError
 from meli.params import PrepareParams, TextParams, to_dict
 from meli.stages import prepare as prepare_module
 from meli.stages.prepare import PrepareResult, prepare, split_path, stratified_split
-from meli.text import normalize, normalize_title, tokens
 
 SPLITS = ("train", "validation", "test")
 

@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from meli.data.vocabulary import Vocabulary
 from meli.layout import UNKNOWN, labels_path, tokens_path
 from meli.params import DataParams, FeaturizeParams, PrepareParams
 from meli.stages.featurize import featurize
 from meli.stages.ingest import ingest
 from meli.stages.prepare import prepare, split_path
-from meli.vocabulary import Vocabulary
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/meli-es-sample.jsonl.gz"
 SPLITS = ("train", "validation", "test")

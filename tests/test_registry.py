@@ -13,7 +13,7 @@ import pytest
 import yaml
 from dvc_repo import ROOT, SMALL, dvc, make_repo, run
 
-from meli.experiments import registry
+from meli.bundles import registry
 
 GTO = str(Path(sys.executable).parent / "gto")
 

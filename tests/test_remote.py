@@ -376,7 +376,7 @@ def test_interrupted_push_resumes(upstream, tmp_path, s3, monkeypatch):
 
 def write_jsonl_gz(path: Path, rows: int, seed: int) -> bytes:
     """The course's JSON-lines format, from the synthetic generator; returns the file's bytes."""
-    from meli import sample
+    from meli.data import sample
 
     splits = ["train"] * 8 + ["validation", "test"]
     records = sample.generate(rows, seed).to_pylist()

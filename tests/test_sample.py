@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import pyarrow as pa
 import pytest
 
-from meli import sample
+from meli.data import sample
 
 ROWS = 12_000
 SEED = 0
@@ -68,7 +68,7 @@ def test_rows_are_pinned(rows, seed, digest):
 
 
 def test_catalogue_is_package_data():
-    resource = importlib.resources.files("meli.sample").joinpath("catalogue.json")
+    resource = importlib.resources.files("meli.data.sample").joinpath("catalogue.json")
     assert resource.is_file()
     data = json.loads(resource.read_text(encoding="utf-8"))
     assert [record["name"] for record in data["categories"]] == list(sample.CATEGORY_NAMES)

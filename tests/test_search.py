@@ -14,7 +14,7 @@ import yaml
 from dvc_repo import ROOT, SMALL, dvc, make_repo, run
 
 from meli.errors import MeliError
-from meli.experiments import commands
+from meli.experiments import git_dvc
 from meli.experiments.leaderboard import (
     BASELINE,
     Entry,
@@ -137,9 +137,9 @@ def test_set_params_values_read_back_as_the_same_values():
 
 def test_queue_records_the_searched_models_in_each_trial(monkeypatch):
     runs = []
-    monkeypatch.setattr(commands, "check_committed", lambda: None)
-    monkeypatch.setattr(commands, "existing_experiments", lambda: {"mlp-done"})
-    monkeypatch.setattr(commands, "dvc", lambda *arguments, check=True: runs.append(arguments))
+    monkeypatch.setattr(git_dvc, "check_committed", lambda: None)
+    monkeypatch.setattr(git_dvc, "existing_experiments", lambda: {"mlp-done"})
+    monkeypatch.setattr(git_dvc, "dvc", lambda *arguments, check=True: runs.append(arguments))
     trials = [Trial("mlp-done", {"train.learning_rate": 0.01}),
               Trial("mlp-new", {"train.learning_rate": 1e-05, "mlp.hidden_sizes": [64, 32]})]
     assert queue(trials, ["mlp"]) == trials[1:]

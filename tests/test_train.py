@@ -19,8 +19,10 @@ import pytest
 import torch
 import yaml
 
-from meli import bundle, metrics
-from meli.classify import load_classifier
+from meli.bundles import format as bundle
+from meli.bundles import metrics
+from meli.bundles.load import load_classifier
+from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.files import read_json
 from meli.layout import labels_path, tokens_path
@@ -29,7 +31,6 @@ from meli.params import BaselineParams, TrainParams
 from meli.stages.baseline import train_baseline
 from meli.stages.train import Split, class_weights, learning_rate_factor
 from meli.stages.train import evaluate as evaluate_model
-from meli.vocabulary import Vocabulary
 
 BUNDLE_FILES = {"config.json", "weights.pt", "vocab.txt", "labels.json", "normalization.json"}
 PLOTS = {  # dvclive plot file (under plots/metrics/) -> its value column

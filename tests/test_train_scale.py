@@ -19,13 +19,13 @@ import pytest
 import torch
 from ports import free_port
 
-from meli import checkpoint
-from meli.device import cpu_has_bf16, resolve_device, use_bf16
 from meli.errors import MeliError
 from meli.files import read_json
 from meli.models.mlp import MLPParams
 from meli.params import TrainParams
 from meli.stages import train as train_stage
+from meli.training import checkpoint
+from meli.training.device import cpu_has_bf16, resolve_device, use_bf16
 
 SMALL_MLP = MLPParams(hidden_sizes=[32], dropout=0.1)
 
@@ -64,7 +64,7 @@ def test_precision_auto_is_bf16_on_cuda_and_on_a_cpu_only_when_checked():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_and_prediction_on_cuda(pipeline, tmp_path):
-    from meli.classify import load_classifier
+    from meli.bundles.load import load_classifier
 
     params = TrainParams(epochs=2, batch_size=64, threads=1, device="cuda")
     result = run_train(pipeline, tmp_path, params)
@@ -145,7 +145,7 @@ def test_a_killed_run_resumes_from_its_last_epoch_bit_identical(pipeline, tmp_pa
 
 def test_a_checkpoint_of_other_params_is_never_resumed(pipeline, tmp_path, monkeypatch,
                                                        caplog):
-    caplog.set_level(logging.INFO, logger="meli.checkpoint")
+    caplog.set_level(logging.INFO, logger="meli.training.checkpoint")
     checkpoints = tmp_path / "checkpoints/mlp"
     interrupt_at(monkeypatch, epoch=2)
     with pytest.raises(Killed):
@@ -347,7 +347,7 @@ STARTERS = [None] + sorted({shutil.which(name) for name in ("sh", "dash", "bash"
 @pytest.mark.parametrize("shell", STARTERS, ids=lambda shell: Path(shell).name if shell else "none")
 def test_a_training_dies_with_the_process_that_started_it_through_any_shell(shell, tmp_path):
     ready = tmp_path / "ready"
-    training = ("import time; from meli.distributed import die_with_parent; die_with_parent(); "
+    training = ("import time; from meli.training.distributed import die_with_parent; die_with_parent(); "
                 f"open({str(ready)!r}, 'w').close(); time.sleep(120)")
     command = [sys.executable, "-c", training]
     if shell:

@@ -22,8 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from meli import __version__
-from meli.command import run
-from meli.errors import MeliError
+from meli.errors import MeliError, run
 from meli.layout import PARAMS_FILE, bundle_dir
 
 log = logging.getLogger("meli")
@@ -43,9 +42,14 @@ def _predict(args: argparse.Namespace) -> None:
     # oneDNN keeps every kernel it compiled, one per input shape: a few dozen cover the
     # batches of a long input, and memory stays flat (read when oneDNN first starts).
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
-    from meli.classify import load_classifier
+    from meli.bundles.load import load_classifier
+    from meli.bundles.predict import (
+        TitleReader,
+        print_predictions,
+        show_progress,
+        write_predictions_csv,
+    )
     from meli.files import atomic_file
-    from meli.predict import TitleReader, print_predictions, show_progress, write_predictions_csv
 
     if args.input is None and not args.titles:
         raise MeliError("give titles to classify, or --input FILE (- for stdin)")
@@ -84,7 +88,7 @@ def _full_params(path: str):
 
 
 def _search(args: argparse.Namespace) -> None:
-    from meli.experiments import commands, search
+    from meli.experiments import git_dvc, search
 
     params = _full_params(args.params)
     models = list(dict.fromkeys(args.model)) if args.model else params.search.models
@@ -112,7 +116,7 @@ def _search(args: argparse.Namespace) -> None:
     log.info("search: %d trial(s) queued, %d already queued or done; stages %s",
              len(queued), len(trials) - len(queued), ", ".join(search.targets(models)))
     if args.run and queued:
-        states = commands.run_queue(args.jobs, [trial.name for trial in queued])
+        states = git_dvc.run_queue(args.jobs, [trial.name for trial in queued])
         failed = sorted(name for name, state in states.items() if state == "Failed")
         log.info("search: %d trial(s) finished, %d failed%s", len(states), len(failed),
                  f" ({', '.join(failed)})" if failed else "")
@@ -127,7 +131,7 @@ def _values(trial) -> str:
 
 def _halving(args: argparse.Namespace, params, trials: dict, models: list[str],
              seed: int) -> None:
-    from meli.experiments import commands, halving, names
+    from meli.experiments import git_dvc, halving, names
 
     rungs = halving.plan(params)
     search_prefix = names.prefix(models, seed)
@@ -144,7 +148,7 @@ def _halving(args: argparse.Namespace, params, trials: dict, models: list[str],
         return
 
     def run(step: halving.Step, queued: list[str]) -> None:
-        states = commands.run_queue(min(args.jobs, len(queued)), queued,
+        states = git_dvc.run_queue(min(args.jobs, len(queued)), queued,
                                     desc=f"rung {step.rung} ({step.budget} epochs)")
         failed = sorted(name for name, state in states.items() if state == "Failed")
         log.info("search: rung %d: %d trial(s) finished, %d failed%s", step.rung,
@@ -189,7 +193,7 @@ def _leaderboard(args: argparse.Namespace) -> None:
 
 
 def _registry(args: argparse.Namespace) -> None:
-    from meli.experiments import registry
+    from meli.bundles import registry
 
     if args.update:
         names = registry.update()
@@ -199,7 +203,7 @@ def _registry(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
-    from meli.experiments.remote import pull
+    from meli.data.remote import pull
 
     result = pull(args.remote, args.jobs)
     log.info("pull: %d objects in place, %d downloaded and verified; workspace checked out",
@@ -223,7 +227,7 @@ def _registered() -> tuple[str, ...]:
 
 
 def _with_bundles() -> list[str]:
-    from meli.experiments.registry import models
+    from meli.bundles.registry import models
 
     return models()
 

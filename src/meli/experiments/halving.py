@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from meli.errors import MeliError
-from meli.experiments import commands
+from meli.experiments import git_dvc
 from meli.experiments.leaderboard import collect
 from meli.experiments.names import HALVING_NAME as NAME
 from meli.experiments.names import prefix, trial_name
@@ -153,7 +153,7 @@ def queue_rung(step: Step, trials: dict[int, Trial], models: Sequence[str],
     extra = [] if threads is None else ["-S", f"train.threads={threads}"]
     for index in step.indices:
         name = trial_name(search_prefix, index, step.rung)
-        commands.dvc("exp", "run", "--queue", "-n", name,
+        git_dvc.dvc("exp", "run", "--queue", "-n", name,
                      "-S", f"train.epochs={step.budget}", *extra, *trials[index].set_params(),
                      *record_models(models), *targets(models))
         names.append(name)
@@ -177,14 +177,14 @@ def advance(params: Params, trials: dict[int, Trial], models: Sequence[str], see
     search_prefix = prefix(models, seed)
     waited: Step | None = None
     while True:
-        found = outcomes(commands.exp_show(), search_prefix, models, list(trials))
+        found = outcomes(git_dvc.exp_show(), search_prefix, models, list(trials))
         step = next_step(found, list(trials), rungs)
         if step == waited:
             raise MeliError(f"rung {step.rung}: the queue is done but DVC still lists "
                             f"{len(step.indices)} trial(s) as queued or running; see "
                             f"`dvc queue status` and `dvc queue logs`")
         if step.action == "queue":
-            commands.check_committed()
+            git_dvc.check_committed()
             names = queue_rung(step, trials, models, search_prefix,
                                threads_for(step, params, jobs if run else None, cores()))
             if run is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meli.errors import MeliError
-from meli.experiments import commands
+from meli.experiments import git_dvc
 from meli.experiments.names import rung_of
 from meli.layout import model_metrics_path, train_results_dir
 
@@ -197,7 +197,7 @@ def _short(value: Any) -> str:
 def pull(remote: str) -> None:
     """Bring in the experiments other machines pushed to the Git remote `remote` for the
     current commit: refs, params and metrics (not their cached models)."""
-    commands.dvc("exp", "pull", "--no-cache", remote)
+    git_dvc.dvc("exp", "pull", "--no-cache", remote)
 
 
 def leaderboard(models: Sequence[str] | None, top: int,
@@ -207,7 +207,7 @@ def leaderboard(models: Sequence[str] | None, top: int,
     the experiments pushed there are pulled first."""
     if remote is not None:
         pull(remote)
-    done, failed, pending = rank(collect(commands.exp_show(), models))
+    done, failed, pending = rank(collect(git_dvc.exp_show(), models))
     if not done and not failed and not pending:
         raise MeliError("no experiments yet: run `meli search` and `dvc queue start`, or "
                         "`dvc exp run`")
@@ -226,6 +226,6 @@ def apply_best(done: list[Entry], remote: str | None = None) -> str:
     if best.name == BASELINE:
         raise MeliError("the last commit's params are already the best: nothing to apply")
     if remote is not None:
-        commands.dvc("exp", "pull", "--force", remote, best.name)
-    commands.dvc("exp", "apply", best.name)
+        git_dvc.dvc("exp", "pull", "--force", remote, best.name)
+    git_dvc.dvc("exp", "apply", best.name)
     return best.name

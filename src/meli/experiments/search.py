@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from meli.errors import MeliError
-from meli.experiments import commands
+from meli.experiments import git_dvc
 from meli.experiments.space import digest, draw, parse_space, with_values
 from meli.models import names, params_classes
 from meli.params import Params, parse_params, to_dict
@@ -161,13 +161,13 @@ def record_models(models: Sequence[str]) -> list[str]:
 def queue(trials: Sequence[Trial], models: Sequence[str], force: bool = False) -> list[Trial]:
     """Queue the trials not already known to DVC (all of them with `force`); the ones queued."""
     models = check_models(models)
-    commands.check_committed()
-    known = set() if force else commands.existing_experiments()
+    git_dvc.check_committed()
+    known = set() if force else git_dvc.existing_experiments()
     queued = []
     for trial in trials:
         if trial.name in known:
             continue
-        commands.dvc("exp", "run", "--queue", "-n", trial.name, *(["-f"] if force else []),
+        git_dvc.dvc("exp", "run", "--queue", "-n", trial.name, *(["-f"] if force else []),
                      *trial.set_params(), *record_models(models), *targets(models))
         queued.append(trial)
     return queued

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from meli import bundle, fasttext_training, metrics
-from meli.command import run, stage_parser
-from meli.disk import writing
-from meli.errors import MeliError
-from meli.files import read_json
+from meli.bundles import format as bundle
+from meli.bundles import metrics
+from meli.errors import MeliError, run, stage_parser
+from meli.files import read_json, writing
 from meli.layout import (
     LABELS_FILE,
     NORMALIZATION_FILE,
@@ -32,6 +31,7 @@ from meli.layout import (
     train_results_dir,
 )
 from meli.params import BaselineParams, load_params, to_dict
+from meli.training import fasttext as fasttext_training
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from meli import fasttext_training
-from meli.command import run, stage_parser
-from meli.disk import writing
-from meli.errors import MeliError
-from meli.files import atomic_directory, read_json, write_json
+from meli.data.text import normalize
+from meli.data.vocabulary import Vocabulary
+from meli.errors import MeliError, run, stage_parser
+from meli.files import atomic_directory, read_json, write_json, writing
 from meli.layout import (
     EMBEDDINGS_DIR,
     FEATURES_DIR,
@@ -38,8 +37,7 @@ from meli.layout import (
     split_path,
 )
 from meli.params import EmbeddingsParams, TextParams, load_params
-from meli.text import normalize
-from meli.vocabulary import Vocabulary
+from meli.training import fasttext as fasttext_training
 
 log = logging.getLogger(__name__)
 

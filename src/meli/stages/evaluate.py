@@ -26,12 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meli import metrics
-from meli.classify import load_classifier
-from meli.command import run, stage_parser
-from meli.disk import writing
-from meli.errors import MeliError
-from meli.files import atomic_file, read_json, write_json
+from meli.bundles import metrics
+from meli.bundles.load import load_classifier
+from meli.errors import MeliError, run, stage_parser
+from meli.files import atomic_file, read_json, write_json, writing
 from meli.layout import (
     LABELS_FILE,
     PREPARED_DIR,

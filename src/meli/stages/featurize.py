@@ -28,10 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from meli.command import run, stage_parser
-from meli.disk import writing
-from meli.errors import MeliError
-from meli.files import atomic_directory, write_json
+from meli.data.vocabulary import Vocabulary
+from meli.errors import MeliError, run, stage_parser
+from meli.files import atomic_directory, write_json, writing
 from meli.layout import (
     FEATURES_DIR,
     FEATURES_METRICS_FILE,
@@ -45,7 +44,6 @@ from meli.layout import (
     tokens_path,
 )
 from meli.params import FeaturizeParams, load_params
-from meli.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 Run by dvc.yaml as `python -m meli.stages.ingest`; reads the `data` section of params.yaml.
 
 Sources, told apart by their content rather than their name:
-- `sample`: the synthetic set of `meli.sample`, generated offline;
+- `sample`: the synthetic set of `meli.data.sample`, generated offline;
 - JSON lines, plain or gzip/bz2-compressed (the course's `spanish.train.jsonl.gz` and friends);
 - the course tarball `meli-challenge-2019.tar.bz2` (its `<language>.<split>.jsonl.gz` members);
 - the challenge's original `train.csv(.gz)` (header `title,label_quality,language,category`);
 - a directory holding any of those, or an http(s) URL (or another fsspec URL such as s3://).
 
 Compressed sources (gzip, bz2, xz, the tarball) are decompressed as a stream, in a thread, never
-unpacked to disk. Lines go through in blocks of a few MB (`meli.blocks`): the lines whose meaning
+unpacked to disk. Lines go through in blocks of a few MB (`meli.data.blocks`): the lines whose meaning
 is plain are parsed by Arrow's JSON or CSV reader, all the others by the row-by-row reader, and
 the rows are put back in line order, so the output is what the row-by-row reader alone would
 write (`VECTORIZED = False` makes it so; the tests compare both). Memory holds a few blocks and
@@ -54,12 +54,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from meli import sample
-from meli.blocks import LineBlock, blank, map_distinct, read_blocks
-from meli.command import run, stage_parser
-from meli.disk import writing
-from meli.errors import MeliError
-from meli.files import atomic_directory, write_json
+from meli.data import sample
+from meli.data.blocks import LineBlock, blank, map_distinct, read_blocks
+from meli.errors import MeliError, run, stage_parser
+from meli.files import atomic_directory, write_json, writing
 from meli.layout import RAW_DIR, RAW_TABLE_FILE, REJECTED_FILE, SOURCE_FILE, SPLITS
 from meli.params import DataParams, load_params
 

@@ -33,10 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from meli.command import run, stage_parser
-from meli.disk import writing
-from meli.errors import MeliError
-from meli.files import atomic_directory, read_json, write_json
+from meli.data.text import normalize
+from meli.errors import MeliError, run, stage_parser
+from meli.files import atomic_directory, read_json, write_json, writing
 from meli.layout import (
     DATA_METRICS_FILE,
     LABELS_FILE,
@@ -50,7 +49,6 @@ from meli.layout import (
     split_path,
 )
 from meli.params import PrepareParams, load_params, to_dict
-from meli.text import normalize
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ A plain `train(...)`/`evaluate(...)` pair: seeds first, then one pass over shuff
 epoch, a validation pass, a dvclive step, a checkpoint. The epoch with the best validation
 balanced accuracy wins; training stops after `patience` epochs without improvement.
 
-- Device: `train.device` (auto, cpu, cuda); bf16 autocast (`train.precision`, see meli.device);
+- Device: `train.device` (auto, cpu, cuda); bf16 autocast (`train.precision`, see meli.training.device);
   on CUDA, pinned host memory and non-blocking copies.
 - Several processes (`train.processes`, `train.nodes`): PyTorch's elastic agent runs one worker
-  per rank (meli.distributed); `train.batch_size` stays the global batch, each rank computing
+  per rank (meli.training.distributed); `train.batch_size` stays the global batch, each rank computing
   its disjoint share of every batch, so a params file means the same at any process count.
 - Resume: after each epoch, a checkpoint (weights, optimizer, schedule, random generators, best
   epoch so far, the dvclive log) goes to `checkpoints/<model>/`, a `persist: true` output; a run
@@ -38,19 +38,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from meli import bundle, checkpoint, distributed, metrics
-from meli.command import run, stage_parser
-from meli.device import (
-    BF16_TOLERANCE,
-    CPU,
-    autocast,
-    cpu_has_bf16,
-    resolve_device,
-    use_bf16,
-    use_bf16_training,
-)
-from meli.distributed import ALONE, Group
-from meli.errors import MeliError
+from meli.bundles import format as bundle
+from meli.bundles import metrics
+from meli.data.vocabulary import Vocabulary
+from meli.errors import MeliError, run, stage_parser
 from meli.files import read_json
 from meli.layout import (
     EMBEDDINGS_DIR,
@@ -69,7 +60,17 @@ from meli.layout import (
 )
 from meli.models import build_model, names, params_classes
 from meli.params import TrainParams, load_params, to_dict
-from meli.vocabulary import Vocabulary
+from meli.training import checkpoint, distributed
+from meli.training.device import (
+    BF16_TOLERANCE,
+    CPU,
+    autocast,
+    cpu_has_bf16,
+    resolve_device,
+    use_bf16,
+    use_bf16_training,
+)
+from meli.training.distributed import ALONE, Group
 
 log = logging.getLogger(__name__)
 

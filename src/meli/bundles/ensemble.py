@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from meli.bundle import CONFIG_FILE, Classifier
+from meli.bundles.format import CONFIG_FILE, Classifier
 from meli.errors import MeliError
 from meli.params import TextParams
 

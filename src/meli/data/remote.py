@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from meli.errors import MeliError
-from meli.experiments.commands import dvc, run_command
+from meli.experiments.git_dvc import dvc, run_command
 
 
 @dataclass

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from meli.bundle import Classifier
+from meli.bundles.format import Classifier
 from meli.errors import MeliError
 
 log = logging.getLogger(__name__)

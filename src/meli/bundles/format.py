@@ -23,12 +23,12 @@ import pyarrow as pa
 import torch
 
 from meli import __version__
+from meli.data.text import normalize
+from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.files import atomic_directory, read_json, write_json
 from meli.layout import LABELS_FILE, NORMALIZATION_FILE, VOCAB_FILE
 from meli.params import TextParams
-from meli.text import normalize
-from meli.vocabulary import Vocabulary
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meli import ensemble
-from meli.bundle import (
+from meli.bundles import ensemble
+from meli.bundles.format import (
     CONFIG_FILE,
     FASTTEXT_ARCHITECTURE,
     Classifier,
     FastTextClassifier,
     read_bundle,
 )
+from meli.bundles.pytorch import TorchClassifier
 from meli.errors import MeliError
 from meli.models import ARCHITECTURES
-from meli.models.classifier import TorchClassifier
 
 
 def load_classifier(directory: str | Path, device: str = "auto",

@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from meli.bundle import VOCAB_FILE, WEIGHTS_FILE, Classifier, first_line
-from meli.device import CPU, autocast, resolve_device, use_bf16
+from meli.bundles.format import VOCAB_FILE, WEIGHTS_FILE, Classifier, first_line
+from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.layout import PAD, UNKNOWN
 from meli.models import build_model
 from meli.params import TextParams
-from meli.vocabulary import Vocabulary
+from meli.training.device import CPU, autocast, resolve_device, use_bf16
 
 # Titles per forward pass. Classifier.top_k hands over larger blocks, which are sorted by length
 # and cut into batches of this size, each only as wide as its longest title.
@@ -24,7 +24,7 @@ INFERENCE_BATCH = 1024
 
 class TorchClassifier(Classifier):
     """A PyTorch bundle on `device` (auto, cpu, cuda) in `precision` (auto, fp32, bf16; see
-    meli.device for what auto picks)."""
+    meli.training.device for what auto picks)."""
 
     def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
                  normalization: TextParams, device: str = "auto", precision: str = "auto"):

@@ -1,0 +1,1 @@
+"""Titles in: sources, formats, normalization, vocabulary."""
