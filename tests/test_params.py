@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import typing
 from pathlib import Path
 
@@ -259,3 +260,43 @@ def test_to_dict_round_trips():
     plain = to_dict(params)
     assert plain["mlp"]["hidden_sizes"] == [8, 4]  # model sections at the top, as in the file
     assert parse_params(plain, models=params_classes()) == params
+
+
+
+def _drift_from_schema(shipped: dict) -> list[str]:
+    """Every key whose value in a params.yaml-shaped mapping differs from the schema's default,
+    or that only one of them has."""
+    from meli.params import SECTIONS
+
+    sections = {**SECTIONS, **params_classes()}
+    drift = [f"{name}: only in {'params.yaml' if name in shipped else 'the schema'}"
+             for name in set(shipped) ^ set(sections)]
+    for name in set(shipped) & set(sections):
+        default = to_dict(sections[name]())
+        drift += [f"{name}.{key}: params.yaml {shipped[name].get(key)!r}, schema "
+                  f"{default.get(key)!r}"
+                  for key in sorted(set(default) | set(shipped[name]))
+                  if shipped[name].get(key, KeyError) != default.get(key, KeyError)]
+    return sorted(drift)
+
+
+def _committed_params() -> dict:
+    """params.yaml as the last commit has it: `dvc exp apply` and `-S` change the workspace's
+    copy on purpose, and those values are not the schema's defaults."""
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO_PARAMS.parent,
+                           capture_output=True, text=True)
+    return yaml.safe_load(shown.stdout if shown.returncode == 0 else REPO_PARAMS.read_text())
+
+
+def test_every_default_in_params_yaml_is_the_schema_default():
+    """params.yaml and the dataclasses both spell every default: they must say the same, or a
+    key deleted from params.yaml would silently change a run."""
+    assert _drift_from_schema(_committed_params()) == []
+
+
+def test_a_default_that_drifts_from_the_schema_is_named():
+    shipped = _committed_params()
+    shipped["train"]["learning_rate"] = 0.01
+    del shipped["cnn"]["dropout"]
+    assert _drift_from_schema(shipped) == ["cnn.dropout: params.yaml None, schema 0.3",
+                                           "train.learning_rate: params.yaml 0.01, schema 0.004"]

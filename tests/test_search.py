@@ -25,7 +25,8 @@ from meli.experiments.leaderboard import (
 )
 from meli.experiments.search import Trial, queue, record_models, sample_trials, targets
 from meli.models import names, params_classes
-from meli.params import Params, _Loader, parse_params, to_dict
+from meli.params import Params, parse_params, to_dict
+from meli.params.load import _Loader
 
 SPACE = {
     "train.learning_rate": {"loguniform": [0.0005, 0.01]},
