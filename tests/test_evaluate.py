@@ -1,5 +1,5 @@
-"""evaluate and meli.bundles.metrics: test-split figures that match a recomputation from the bundle, the
-per-class recall and confusion plot files, and the metrics against scikit-learn's."""
+"""evaluate and meli.bundles.metrics: test-split figures that match a recomputation from the
+bundle, the per-class recall and confusion plot files, and the metrics against scikit-learn's."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def test_a_missing_bundle_is_a_meli_error(pipeline, tmp_path):
                  tmp_path / "metrics.json", tmp_path / "plots")
 
 
-# ---- meli.bundles.metrics against scikit-learn ------------------------------------------------------
+# ---- meli.bundles.metrics against scikit-learn ---------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_agree_with_scikit_learn(seed):

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from meli.bundles.format import CONFIG_FILE, Classifier
+from meli.bundles.bundle import CONFIG_FILE
+from meli.bundles.classifier import Classifier
 from meli.errors import MeliError
 from meli.params import TextParams
 

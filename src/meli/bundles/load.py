@@ -6,13 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from meli.bundles import ensemble
-from meli.bundles.format import (
-    CONFIG_FILE,
-    FASTTEXT_ARCHITECTURE,
-    Classifier,
-    FastTextClassifier,
-    read_bundle,
-)
+from meli.bundles.bundle import CONFIG_FILE, FASTTEXT_ARCHITECTURE, read_bundle
+from meli.bundles.classifier import Classifier
+from meli.bundles.fasttext import FastTextClassifier
 from meli.bundles.pytorch import TorchClassifier
 from meli.errors import MeliError
 from meli.models import ARCHITECTURES

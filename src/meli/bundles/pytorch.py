@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from meli.bundles.format import VOCAB_FILE, WEIGHTS_FILE, Classifier, first_line
+from meli.bundles.bundle import VOCAB_FILE, WEIGHTS_FILE, first_line
+from meli.bundles.classifier import Classifier
 from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.layout import PAD, UNKNOWN

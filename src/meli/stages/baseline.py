@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from meli.bundles import format as bundle
-from meli.bundles import metrics
+from meli.bundles import bundle, metrics
+from meli.bundles.fasttext import FastTextClassifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import read_json, writing
 from meli.layout import (
@@ -34,11 +34,6 @@ from meli.params import BaselineParams, load_params, to_dict
 from meli.training import fasttext as fasttext_training
 
 log = logging.getLogger(__name__)
-
-# Validation titles scored per call: predict builds a titles x categories matrix of
-# probabilities, 0.4 GB for 64k titles of the 1,588 challenge categories.
-_PREDICT_CHUNK = 65_536
-
 
 @dataclass
 class BaselineResult:
@@ -75,14 +70,12 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
                                  details={"baseline": to_dict(params)})
     # Scored through the bundle just written, exactly as `meli predict` will use it.
     files = bundle.read_bundle(output_dir)
-    classifier = bundle.FastTextClassifier(files.directory, files.config, files.labels,
-                                           files.normalization)
+    classifier = FastTextClassifier(files.directory, files.config, files.labels,
+                                    files.normalization)
     validation = pq.read_table(split_path(prepared_dir, "validation"),
                                columns=["title", "label"])
     true = validation.column("label").to_numpy().astype(np.int64)
-    predicted = np.concatenate([
-        classifier.predict(validation.column("title").slice(start, _PREDICT_CHUNK))
-        for start in range(0, max(len(validation), 1), _PREDICT_CHUNK)])
+    predicted = classifier.predict(validation.column("title"))
     balanced = metrics.balanced_accuracy(true, predicted, len(labels))
     accuracy = metrics.accuracy(true, predicted)
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:

@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
+from meli.bundles.bundle import CONFIG_FILE, FASTTEXT_ARCHITECTURE, FORMAT_VERSION, read_bundle
 from meli.bundles.ensemble import ARCHITECTURE, MEMBERS_DIR, combine, tempered
-from meli.bundles.format import CONFIG_FILE, FASTTEXT_ARCHITECTURE, FORMAT_VERSION, read_bundle
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import atomic_directory, read_json, write_json

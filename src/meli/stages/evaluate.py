@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
@@ -73,7 +72,7 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
         raise MeliError(f"{test_path}: the test split is empty")
     true = test.column("label").to_numpy().astype(np.int64)
     started = time.perf_counter()
-    predicted = predict_in_chunks(classifier, test.column("title"), params.batch_size)
+    predicted = classifier.predict(test.column("title"), params.batch_size)
     seconds = time.perf_counter() - started
     result = EvaluateResult(
         balanced_accuracy=metrics.balanced_accuracy(true, predicted, len(labels)),
@@ -97,20 +96,6 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
     _write_recall(plots_dir / RECALL_FILE, true, predicted, labels)
     _write_confusion(plots_dir / CONFUSION_FILE, true, predicted, labels, params.confused_pairs)
     return result
-
-
-# Titles scored per call: a classifier's predict builds a titles x categories matrix of
-# probabilities, 0.4 GB for 64k titles of the 1,588 challenge categories.
-PREDICT_CHUNK = 65_536
-
-
-def predict_in_chunks(classifier, titles, batch_size: int) -> np.ndarray:
-    """The classifier's predictions, `PREDICT_CHUNK` titles at a time (the same predictions)."""
-    if isinstance(titles, pa.ChunkedArray):
-        titles = titles.combine_chunks()
-    parts = [classifier.predict(titles.slice(start, PREDICT_CHUNK), batch_size=batch_size)
-             for start in range(0, len(titles), PREDICT_CHUNK)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def by_group(groups, true: np.ndarray, predicted: np.ndarray,
