@@ -135,3 +135,12 @@ def test_the_matrices_follow_the_model_registry(dvc_yaml_text):
     stages = yaml.safe_load(dvc_yaml_text)["stages"]
     assert stages["train"]["matrix"]["model"] == list(names())
     assert stages["evaluate"]["matrix"]["model"] == [*names(), "fasttext", "ensemble"]
+
+
+def test_meli_lists_every_stage_of_the_pipeline(dvc_yaml_text):
+    from meli.cli import stages
+
+    pipeline = {name.split("@")[0] for name in yaml.safe_load(dvc_yaml_text)["stages"]}
+    listed = stages()
+    assert set(listed) == pipeline
+    assert listed["train"].startswith("fit one registered PyTorch model")

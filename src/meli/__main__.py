@@ -1,4 +1,5 @@
-"""`python -m meli <command>`, the form every dvc.yaml stage uses."""
+"""`python -m meli <command>`: the same as the `meli` command (dvc.yaml runs each stage through
+its own module instead, `python -m meli.stages.<name>`, so that its deps are its own code)."""
 
 import sys
 

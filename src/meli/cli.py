@@ -1,4 +1,4 @@
-"""`meli <command>`: the command line for people (also `python -m meli`).
+"""`meli <command>`: the command line for people (also `python -m meli <command>`).
 
 - `meli predict`: categories of titles from a model bundle;
 - `meli search`, `meli leaderboard`: hyperparameter search through the DVC experiment queue;
@@ -13,9 +13,11 @@ A user's mistake ends in one line on stderr and a non-zero exit, never a traceba
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import logging
 import os
+import pkgutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,15 +29,18 @@ from meli.layout import PARAMS_FILE, bundle_dir
 
 log = logging.getLogger("meli")
 
-STAGES = {
-    "ingest": "read data.source into data/raw/ (one canonical table)",
-    "prepare": "normalize, filter, deduplicate and split into data/prepared/",
-    "featurize": "vocabulary and fixed-length token ids into data/features/",
-    "embeddings": "fastText word vectors aligned to the vocabulary",
-    "train": "train one PyTorch model into models/<model>/ (dvclive log in results/)",
-    "baseline": "train the fastText supervised baseline into models/fasttext/",
-    "evaluate": "score a model on the test split into metrics/<model>.json",
-}
+def stages() -> dict[str, str]:
+    """Every module of `meli.stages`, with the summary its docstring opens with ("train: fit
+    ..."): read from the files, so a new stage is listed without a line here, and listing them
+    imports none (several import PyTorch)."""
+    import meli.stages
+
+    found = {}
+    for module in sorted(pkgutil.iter_modules(meli.stages.__path__), key=lambda m: m.name):
+        path = Path(module.module_finder.path) / f"{module.name}.py"
+        summary = (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "")
+        found[module.name] = summary.splitlines()[0].removeprefix(f"{module.name}: ").rstrip(".")
+    return found
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -80,113 +85,17 @@ def _predict(args: argparse.Namespace) -> None:
              titles / max(seconds, 1e-9))
 
 
-def _full_params(path: str):
-    from meli.models import params_classes
-    from meli.params import load_params
-
-    return load_params(path, models=params_classes())
-
-
 def _search(args: argparse.Namespace) -> None:
-    from meli.experiments import git_dvc, search
+    from meli.experiments.driver import run_search
 
-    params = _full_params(args.params)
-    models = list(dict.fromkeys(args.model)) if args.model else params.search.models
-    seed = params.search.seed if args.seed is None else args.seed
-    drawn = search.sample_trials(params, args.trials or params.search.trials, seed, models)
-    part, parts = search.parse_shard(args.shard) if args.shard else (1, 1)
-    trials = search.shard(drawn, part, parts)
-    if parts > 1:
-        log.info("search: shard %d/%d runs %d of the %d configurations (%s)", part, parts,
-                 len(trials), len(drawn), ", ".join(f"{index:02d}" for index in trials))
-    strategy = args.strategy or ("halving" if args.next_rung else params.search.strategy)
-    if strategy == "halving":
-        _halving(args, params, trials, models, seed)
-        return
-    if args.next_rung:
-        raise MeliError("--next-rung: only with successive halving (--strategy halving or "
-                        "search.strategy: halving)")
-    queued = [] if args.dry_run else search.queue(list(trials.values()), models, force=args.force)
-    for trial in trials.values():
-        mark = "drawn" if args.dry_run else "queued" if trial in queued else "exists"
-        print(f"{mark:7} {trial.name}  {_values(trial)}")
-    if args.dry_run:
-        log.info("search: %d trial(s) drawn, none queued (--dry-run)", len(trials))
-        return
-    log.info("search: %d trial(s) queued, %d already queued or done; stages %s",
-             len(queued), len(trials) - len(queued), ", ".join(search.targets(models)))
-    if args.run and queued:
-        states = git_dvc.run_queue(args.jobs, [trial.name for trial in queued])
-        failed = sorted(name for name, state in states.items() if state == "Failed")
-        log.info("search: %d trial(s) finished, %d failed%s", len(states), len(failed),
-                 f" ({', '.join(failed)})" if failed else "")
-        _print_leaderboard(None, top=10)
-    elif not args.run:
-        log.info("start them with `dvc queue start -j 2`, then see `meli leaderboard`")
-
-
-def _values(trial) -> str:
-    return ", ".join(f"{key}={value}" for key, value in trial.values.items())
-
-
-def _halving(args: argparse.Namespace, params, trials: dict, models: list[str],
-             seed: int) -> None:
-    from meli.experiments import git_dvc, halving, names
-
-    rungs = halving.plan(params)
-    search_prefix = names.prefix(models, seed)
-    if args.force:
-        raise MeliError("--force: only with --strategy random (a halving search picks up where "
-                        "its experiments are; remove them with `dvc exp remove` to start over)")
-    if args.dry_run:
-        kept = len(trials)
-        for rung, budget in enumerate(rungs.budgets):
-            print(f"rung {rung}: {kept} trial(s) of {budget} epoch(s)")
-            kept = rungs.keep(kept)
-        for index, trial in trials.items():
-            print(f"drawn   {names.trial_name(search_prefix, index, 0)}  {_values(trial)}")
-        return
-
-    def run(step: halving.Step, queued: list[str]) -> None:
-        states = git_dvc.run_queue(min(args.jobs, len(queued)), queued,
-                                    desc=f"rung {step.rung} ({step.budget} epochs)")
-        failed = sorted(name for name, state in states.items() if state == "Failed")
-        log.info("search: rung %d: %d trial(s) finished, %d failed%s", step.rung,
-                 len(states), len(failed), f" ({', '.join(failed)})" if failed else "")
-
-    step = halving.advance(params, trials, models, seed, run if args.run else None,
-                           jobs=args.jobs)
-    trial_names = [names.trial_name(search_prefix, index, step.rung) for index in step.indices]
-    if step.action == "queue":
-        for index, name in zip(step.indices, trial_names, strict=True):
-            print(f"queued  {name}  {_values(trials[index])}")
-        log.info("search: rung %d (the last is %d): %d trial(s) of %d epoch(s) queued; start "
-                 "them with `dvc queue start -j 2`, then promote with `meli search --next-rung`",
-                 step.rung, rungs.last, len(trial_names), step.budget)
-    elif step.action == "wait":
-        message = (f"rung {step.rung}: {len(trial_names)} trial(s) still queued or running "
-                   f"({', '.join(trial_names)}); promote once they are done (`dvc queue status`)")
-        if args.next_rung:
-            raise MeliError(message)
-        log.info("search: %s", message)
-    else:
-        log.info("search: done; rung %d (%d epochs) ranks %s", step.rung, step.budget,
-                 ", ".join(trial_names))
-        _print_leaderboard(None, top=10)
-
-
-def _print_leaderboard(models: list[str] | None, top: int, remote: str | None = None) -> list:
-    from meli.experiments.leaderboard import leaderboard
-
-    table, done = leaderboard(models, top, remote)
-    print(table)
-    return done
+    run_search(args)
 
 
 def _leaderboard(args: argparse.Namespace) -> None:
+    from meli.experiments.driver import print_leaderboard
     from meli.experiments.leaderboard import apply_best
 
-    done = _print_leaderboard(args.model, args.top, args.remote)
+    done = print_leaderboard(args.model, args.top, args.remote)
     if args.apply:
         log.info("leaderboard: applied %s to the workspace (dvc exp apply)",
                  apply_best(done, args.remote))
@@ -326,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("-r", "--remote", help="DVC remote (default: the default remote)")
     pull.add_argument("-j", "--jobs", type=_positive, help="parallel downloads")
 
-    for name, summary in STAGES.items():
+    for name, summary in stages().items():
         stage = commands.add_parser(
             name, help=f"stage: {summary}", add_help=False,
             description=f"{summary} (the same as `python -m meli.stages.{name}`)")
@@ -336,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in STAGES:
+    if argv and argv[0] in stages():
         # The stage parses its own arguments (and --help), as under `python -m`.
         stage = importlib.import_module(f"meli.stages.{argv[0]}")
         return stage.main(argv[1:])

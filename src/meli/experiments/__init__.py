@@ -1,9 +1,11 @@
-"""Experiments beyond one `dvc repro`: random search through the DVC queue, the leaderboard that
-ranks its trials, and a `dvc pull` that checks out only intact objects.
+"""Experiments beyond one `dvc repro`: hyperparameter search through the DVC experiment queue,
+and the leaderboard that ranks its trials.
 
 - `space`: the grammar of `search.space` (distributions, validation against the params, draws);
-- `commands`: the git and DVC subprocess helpers the other modules share;
-- `search`: draws trials from the space and queues them (`meli search`);
+- `search`: random search: draws trials from the space, shards them, queues them;
+- `halving`: successive halving: rungs of growing budgets, promoting the best 1/eta;
+- `names`: trial names, which carry their lineage (`cnn-s0-07-r1`);
+- `driver`: what `meli search` does with its options (draw, shard, queue or take a halving step);
 - `leaderboard`: ranks experiments by validation balanced accuracy (`meli leaderboard`);
-- `remote`: `meli pull`.
+- `git_dvc`: the git and DVC subprocess calls they share (and `meli pull` uses).
 """
