@@ -20,6 +20,8 @@ import pytest
 from ports import free_port
 
 import meli.data.blocks
+import meli.data.merge
+import meli.data.sink
 from meli import layout
 from meli.errors import MeliError
 from meli.params import DataParams, PrepareParams
@@ -559,7 +561,7 @@ def both_ways(source: Path, tmp_path: Path, monkeypatch) -> tuple:
     """(table, rejected, counts) read vectorized in tiny blocks, and row by row."""
     outputs = []
     for vectorized, block in ((True, 97), (False, None)):
-        monkeypatch.setattr(ingest_module, "VECTORIZED", vectorized)
+        monkeypatch.setattr(meli.data.merge, "VECTORIZED", vectorized)
         monkeypatch.setattr(meli.data.blocks, "BLOCK_BYTES", block or meli.data.blocks.BLOCK_BYTES)
         raw = tmp_path / f"raw-{vectorized}"
         result = run_ingest(source, raw, max_title_chars=50)
@@ -619,7 +621,7 @@ def test_a_quoted_line_break_across_blocks_keeps_the_line_numbers(tmp_path, monk
 
 
 def test_row_groups_do_not_depend_on_how_rows_arrived(tmp_path, monkeypatch, rows):
-    monkeypatch.setattr(ingest_module, "BATCH_ROWS", 7)
+    monkeypatch.setattr(meli.data.sink, "BATCH_ROWS", 7)
     monkeypatch.setattr(meli.data.blocks, "BLOCK_BYTES", 50)
     source = tmp_path / "titles.jsonl"
     source.write_bytes(jsonl_bytes(rows({"A": 20, "B": 13})) + b"not json\n")

@@ -81,11 +81,11 @@ def test_real_sample_through_ingest_prepare_featurize(tmp_path):
 
 
 def test_real_sample_reads_the_same_vectorized_and_row_by_row(tmp_path, monkeypatch):
-    from meli.stages import ingest as ingest_module
+    from meli.data import merge
 
     outputs = []
     for vectorized in (True, False):
-        monkeypatch.setattr(ingest_module, "VECTORIZED", vectorized)
+        monkeypatch.setattr(merge, "VECTORIZED", vectorized)
         raw = tmp_path / f"raw-{vectorized}"
         ingest(DataParams(source=str(SAMPLE)), raw)
         outputs.append([(raw / name).read_bytes() for name in

@@ -15,7 +15,6 @@ and the CSV's `known_words` column says so (0).
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
@@ -30,7 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from meli.bundles.format import Classifier
+from meli.bundles.bundle import Classifier
+from meli.data.blocks import whole_lines
+from meli.data.formats import DECOMPRESSORS, MAGIC_BYTES, compression_of
 from meli.errors import MeliError
 
 log = logging.getLogger(__name__)
@@ -81,30 +82,23 @@ def _open_input(source: str) -> tuple[IO[bytes], str, int | None]:
     except OSError as error:
         raise MeliError(f"{source}: cannot read: {error.strerror}") from None
     size = path.stat().st_size
-    if raw.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw), source, size
+    if compression_of(raw.peek(MAGIC_BYTES)) == "gzip":
+        return DECOMPRESSORS["gzip"](raw), source, size
     return raw, source, size
 
 
-def _blocks(stream: IO[bytes]) -> Iterator[bytes]:
-    """The input in blocks of whole lines."""
-    rest = b""
+def _blocks(stream: IO[bytes], read_ahead: bool) -> Iterator[bytes]:
+    """The input in blocks of whole lines (`meli.data.blocks`); a regular file is read ahead in a
+    thread, standard input and pipes are not (a pipe left open would keep an error waiting)."""
+    blocks = whole_lines(stream, BLOCK_BYTES, read_ahead=read_ahead)
     while True:
         try:
-            chunk = stream.read(BLOCK_BYTES)
+            block = next(blocks, None)
         except (OSError, EOFError) as error:  # a truncated or damaged gzip stream
             raise MeliError(f"unreadable input: {error}") from None
-        if not chunk:
-            break
-        chunk = rest + chunk
-        cut = chunk.rfind(b"\n") + 1
-        if cut == 0:
-            rest = chunk  # a line longer than a block: keep reading it
-            continue
-        rest = chunk[cut:]
-        yield chunk[:cut]
-    if rest:
-        yield rest
+        if block is None:
+            return
+        yield block
 
 
 def _decode(block: bytes, name: str, first_line: int) -> str:
@@ -129,7 +123,8 @@ class TitleReader:
         self.stream, self.name, self.size = _open_input(source)
         self.skipped = Skipped()
         self.bytes_read = 0
-        self._blocks = _blocks(self.stream)
+        regular_file = source != STDIN and Path(source).is_file()
+        self._blocks = _blocks(self.stream, read_ahead=regular_file)
         first = next(self._blocks, b"")
         self.bytes_read += len(first)
         if source == STDIN and not first:

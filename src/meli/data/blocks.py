@@ -1,4 +1,5 @@
-"""Blocks of whole lines read from a (decompressing) byte stream, for ingest's vectorized readers.
+"""Whole lines read from a (decompressing) byte stream, a few MB at a time: ingest's readers
+take them as blocks, `meli predict` as pieces of bytes.
 
 A block is a few MB of text cut at a newline, with the offsets of its lines as numpy arrays, so
 that the readers can look at every line at once (first and last bytes, UTF-8 validity, a regular
@@ -17,7 +18,6 @@ from typing import IO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 BLOCK_BYTES = 8 << 20
 _UTF8_SEGMENT = 32 << 10
@@ -108,21 +108,34 @@ class LineBlock:
 def read_blocks(stream: IO[bytes], size: int | None = None) -> Iterator[LineBlock]:
     """The stream's lines in blocks of about `size` bytes (BLOCK_BYTES unless given; a longer
     line makes a longer block)."""
+    number = 1
+    for data in whole_lines(stream, size):
+        block = LineBlock(data, number)
+        number += len(block)
+        yield block
+
+
+def whole_lines(stream: IO[bytes], size: int | None = None,
+                read_ahead: bool = True) -> Iterator[bytes]:
+    """The stream's bytes in pieces of about `size` bytes (BLOCK_BYTES unless given) that end
+    with a newline (a longer line makes a longer piece; the last piece may lack the newline).
+
+    With `read_ahead`, the stream is read (and decompressed) one or two pieces ahead in a
+    thread, which a closed iterator waits for: leave it out for a pipe that may stay open.
+    """
     size = size or BLOCK_BYTES
     tail = b""
-    number = 1
-    for chunk in _prefetched(stream, size):
+    chunks = _prefetched(stream, size) if read_ahead else iter(lambda: stream.read(size), b"")
+    for chunk in chunks:
         data = tail + chunk if tail else chunk
         cut = data.rfind(b"\n") + 1
         if cut == 0:
             tail = data
             continue
-        block = LineBlock(data[:cut] if cut < len(data) else data, number)
         tail = data[cut:]
-        number += len(block)
-        yield block
+        yield data[:cut] if cut < len(data) else data
     if tail:
-        yield LineBlock(tail, number)
+        yield tail
 
 
 def _prefetched(stream: IO[bytes], size: int) -> Iterator[bytes]:
@@ -165,45 +178,3 @@ def _put(chunks: queue.Queue, item: object, stop: threading.Event) -> None:
             return
         except queue.Full:
             continue
-
-
-# Python's str.isspace() characters (str.strip() removes them), spelled out for RE2, whose \s
-# is only ASCII: a text matching this holds something other than whitespace.
-_NOT_SPACE = (r"[^ \t\n\r\f\v\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}"
-              r"\x{202f}\x{205f}\x{3000}]")
-
-
-def blank(texts: pa.Array) -> np.ndarray:
-    """Per text: null, or nothing left after Python's str.strip()."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    result = np.ones(len(texts), dtype=bool)
-    if not len(texts):
-        return result
-    # Most texts open with a printable ASCII character: those are not blank, no regex needed.
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset:
-                                                                  texts.offset + len(texts) + 1]
-    data = texts.buffers()[2]
-    first = np.zeros(len(texts), dtype=np.uint8)
-    nonempty = offsets[1:] > offsets[:-1]
-    if data is not None and nonempty.any():
-        first[nonempty] = np.frombuffer(data, dtype=np.uint8)[offsets[:-1][nonempty]]
-    printable = (first > 0x20) & (first < 0x7F)
-    if texts.null_count:
-        printable &= texts.is_valid().to_numpy(zero_copy_only=False)
-    result[printable] = False
-    doubtful = np.flatnonzero(~printable)
-    if len(doubtful):
-        chosen = texts.take(pa.array(doubtful))
-        has_text = pc.fill_null(pc.match_substring_regex(chosen, _NOT_SPACE), False)
-        result[doubtful] = ~has_text.to_numpy(zero_copy_only=False)
-    return result
-
-
-def map_distinct(values: pa.Array, function) -> pa.Array:
-    """`function` applied in Python to each distinct value (None for null), as a string array."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    encoded = pc.dictionary_encode(values, null_encoding="encode")
-    mapped = pa.array([function(value) for value in encoded.dictionary.to_pylist()], pa.string())
-    return pc.take(mapped, encoded.indices)
