@@ -22,8 +22,6 @@ import torch
 
 from meli import __version__
 
-# TEMPORARY re-export while meli.bundles.predict is being edited
-from meli.bundles.classifier import Classifier  # noqa: E402,F401
 from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.files import atomic_directory, read_json, write_json

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from meli.bundles.bundle import Classifier
+from meli.bundles.classifier import Classifier
 from meli.data.blocks import whole_lines
 from meli.data.formats import DECOMPRESSORS, MAGIC_BYTES, compression_of
 from meli.errors import MeliError
