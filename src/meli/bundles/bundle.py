@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from meli import __version__
-
 from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
 from meli.files import atomic_directory, read_json, write_json
