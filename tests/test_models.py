@@ -16,7 +16,7 @@ from meli.models.cnn import CNNClassifier
 from meli.models.mlp import MLPClassifier
 from meli.models.rnn import RNNClassifier
 from meli.params import TrainParams
-from meli.stages.train import make_optimizer
+from meli.training.optimization import make_optimizer
 
 VOCABULARY, DIM, CLASSES = 30, 8, 5
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
-from meli.bundles import format as bundle
-from meli.bundles import metrics
+from meli.bundles import bundle, metrics
+from meli.bundles.fasttext import FastTextClassifier
 from meli.bundles.load import load_classifier
 from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError
@@ -29,8 +29,9 @@ from meli.layout import labels_path, tokens_path
 from meli.models import build_model
 from meli.params import BaselineParams, TrainParams
 from meli.stages.baseline import train_baseline
-from meli.stages.train import Split, class_weights, learning_rate_factor
-from meli.stages.train import evaluate as evaluate_model
+from meli.training.data import Split
+from meli.training.loop import evaluate as evaluate_model
+from meli.training.optimization import class_weights, learning_rate_factor
 
 BUNDLE_FILES = {"config.json", "weights.pt", "vocab.txt", "labels.json", "normalization.json"}
 PLOTS = {  # dvclive plot file (under plots/metrics/) -> its value column
@@ -301,7 +302,7 @@ def test_baseline_writes_a_bundle_that_loads_and_logs_its_score(pipeline, fastte
     assert {p.name for p in fasttext_bundle.iterdir()} == {
         "config.json", "model.bin", "labels.json", "normalization.json"}
     classifier = load_classifier(fasttext_bundle)
-    assert isinstance(classifier, bundle.FastTextClassifier)
+    assert isinstance(classifier, FastTextClassifier)
     assert classifier.labels == read_json(pipeline.prepared / "labels.json")
 
     table = validation_titles(pipeline)

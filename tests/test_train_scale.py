@@ -26,6 +26,7 @@ from meli.params import TrainParams
 from meli.stages import train as train_stage
 from meli.training import checkpoint
 from meli.training.device import cpu_has_bf16, resolve_device, use_bf16
+from meli.training.live import TrainingLog
 
 SMALL_MLP = MLPParams(hidden_sizes=[32], dropout=0.1)
 
@@ -93,15 +94,15 @@ class Killed(Exception):
 
 
 def interrupt_at(monkeypatch, epoch: int) -> None:
-    original, logged = train_stage._log_epoch, []
+    original, logged = TrainingLog.epoch, []
 
-    def log_epoch(live, result):
+    def log_epoch(training_log, result):
         logged.append(result)
         if len(logged) == epoch:
             raise Killed
-        original(live, result)
+        original(training_log, result)
 
-    monkeypatch.setattr(train_stage, "_log_epoch", log_epoch)
+    monkeypatch.setattr(TrainingLog, "epoch", log_epoch)
 
 
 PARAMS = TrainParams(epochs=5, batch_size=64, threads=1, patience=10)
@@ -177,11 +178,11 @@ def test_the_fingerprint_covers_settings_and_file_contents(tmp_path):
 
 def test_two_trainings_of_one_model_never_run_at_once(tmp_path):
     lock = tmp_path / "checkpoints/mlp"
-    with (train_stage.exclusive(lock, "mlp"),
+    with (checkpoint.exclusive(lock, "mlp"),
           pytest.raises(MeliError, match="another training of mlp is running"),
-          train_stage.exclusive(lock, "mlp")):
+          checkpoint.exclusive(lock, "mlp")):
         pass
-    with train_stage.exclusive(tmp_path / "checkpoints/mlp", "mlp"):
+    with checkpoint.exclusive(tmp_path / "checkpoints/mlp", "mlp"):
         pass  # released once the first is done
 
 
@@ -347,8 +348,8 @@ STARTERS = [None] + sorted({shutil.which(name) for name in ("sh", "dash", "bash"
 @pytest.mark.parametrize("shell", STARTERS, ids=lambda shell: Path(shell).name if shell else "none")
 def test_a_training_dies_with_the_process_that_started_it_through_any_shell(shell, tmp_path):
     ready = tmp_path / "ready"
-    training = ("import time; from meli.training.distributed import die_with_parent; die_with_parent(); "
-                f"open({str(ready)!r}, 'w').close(); time.sleep(120)")
+    training = ("import time; from meli.training.watcher import die_with_parent; "
+                f"die_with_parent(); open({str(ready)!r}, 'w').close(); time.sleep(120)")
     command = [sys.executable, "-c", training]
     if shell:
         command = [shell, "-c", shlex.join(command)]

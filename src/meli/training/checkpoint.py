@@ -8,17 +8,20 @@ on; a checkpoint of other params, code or data is set aside, never resumed from.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from meli.errors import MeliError
 from meli.files import write_json
 
 log = logging.getLogger(__name__)
@@ -88,3 +91,21 @@ def finish(directory: Path, record: dict[str, Any]) -> None:
     for leftover in directory.glob(f".{CHECKPOINT_FILE}.partial-*"):
         leftover.unlink(missing_ok=True)
     (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(directory: Path, what: str) -> Iterator[None]:
+    """Hold a lock on the checkpoint `directory` so that two trainings of one model never write
+    the same outputs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MeliError(f"{directory}: another training of {what} is running; two "
+                            f"trainings must not write the same outputs (wait for it, or "
+                            f"stop it)") from None
+        yield
+    finally:
+        os.close(descriptor)
