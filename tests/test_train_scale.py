@@ -160,10 +160,21 @@ def test_a_checkpoint_of_other_params_is_never_resumed(pipeline, tmp_path, monke
     assert same_weights(weights(tmp_path / "models/mlp"), weights(tmp_path / "fresh/models/mlp"))
 
 
-def test_a_damaged_checkpoint_is_set_aside(tmp_path, caplog):
-    (tmp_path / checkpoint.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+@pytest.mark.parametrize("damage", ["text", "random bytes", "truncated"])
+def test_a_damaged_checkpoint_is_set_aside(tmp_path, caplog, damage):
+    path = tmp_path / checkpoint.CHECKPOINT_FILE
+    if damage == "truncated":
+        checkpoint.save(tmp_path, {"fingerprint": "anything", "weights": torch.ones(1000)})
+        path.write_bytes(path.read_bytes()[:2000])
+    else:
+        path.write_bytes(b"not a checkpoint" if damage == "text"
+                         else random.Random(0).randbytes(4096))
     assert checkpoint.load(tmp_path, "anything") is None
     assert "unreadable checkpoint" in caplog.text
+    # One line, and none of PyTorch's advice to load it with weights_only=False (which would run
+    # whatever code the file holds).
+    assert caplog.messages == [f"{path}: unreadable checkpoint, set aside; training from the "
+                               f"first epoch"]
 
 
 def test_the_fingerprint_covers_settings_and_file_contents(tmp_path):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from meli.errors import MeliError
-from meli.files import write_json
+from meli.files import write_json, writing
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,28 @@ FINISHED_FILE = "finished.json"
 
 
 def fingerprint(settings: Any, files: Iterable[Path]) -> str:
-    """A hash of `settings` (plain JSON-able values) and of the content of `files`."""
+    """A hash of `settings` (plain JSON-able values) and of the content of `files`, each under
+    its name (`_name`): the same in every clone of the repository, wherever it sits."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in sorted(Path(file) for file in files):
-        digest.update(f"\0{path.as_posix()}\0".encode())
+    for name, path in sorted((_name(Path(file)), Path(file)) for file in files):
+        digest.update(f"\0{name}\0".encode())
         with path.open("rb") as stream:
             digest.update(hashlib.file_digest(stream, "blake2b").digest())
     return digest.hexdigest()
+
+
+# The directory holding the `meli` package (src/ of a clone, or site-packages).
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+
+def _name(path: Path) -> str:
+    """The package's files by their place in it (meli/training/loop.py), since the clone's own
+    path would make a record of the run (finished.json, hence dvc.lock) differ between clones;
+    other files as given (the stages give paths relative to the repository)."""
+    try:
+        return path.resolve().relative_to(_PACKAGE_PARENT).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def package_code() -> list[Path]:
@@ -53,14 +68,40 @@ def package_code() -> list[Path]:
 
 
 def save(directory: Path, state: dict[str, Any]) -> None:
-    """Write the checkpoint so that a kill at any moment leaves the previous one or this one."""
+    """Write the checkpoint so that a kill at any moment leaves the previous one or this one.
+
+    A write that fails (a full disk) ends in one line naming the file, and its partial file is
+    removed: left behind, it would hold on to the space that the failure ran out of.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
     partial = directory / f".{CHECKPOINT_FILE}.partial-{os.getpid()}"
-    with partial.open("wb") as out:
-        torch.save(state, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, directory / CHECKPOINT_FILE)
+    try:
+        with writing(path):
+            try:
+                with partial.open("wb") as out:
+                    torch.save(state, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except RuntimeError as error:
+                # torch.save reports a failed write as its own error, raised while handling the
+                # OSError that says what failed: that one is for `writing` to report.
+                cause = _os_error(error)
+                if cause is None:
+                    raise
+                raise cause from None
+            os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError among the exceptions that `error` was raised while handling, if any."""
+    seen = error.__context__
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__context__
+    return seen
 
 
 def load(directory: Path, expected_fingerprint: str) -> dict[str, Any] | None:
@@ -70,9 +111,10 @@ def load(directory: Path, expected_fingerprint: str) -> dict[str, Any] | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged or foreign file: train from the start instead
-        log.warning("%s: unreadable checkpoint (%s); training from the first epoch", path,
-                    str(error).splitlines()[0] if str(error) else type(error).__name__)
+    except Exception:  # a damaged or foreign file: train from the start instead
+        # PyTorch's own message would suggest loading it with weights_only=False, which runs
+        # whatever code the file holds: not advice to pass on for a file that failed to load.
+        log.warning("%s: unreadable checkpoint, set aside; training from the first epoch", path)
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != expected_fingerprint:
         log.info("%s: made under other params, code or data; training from the first epoch",

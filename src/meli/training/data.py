@@ -4,6 +4,7 @@ a time in a new shuffled order each epoch. Nothing copies a split into memory.""
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,19 @@ def _as_is(batch: Any) -> Any:
     return batch
 
 
+def _default_sigterm(worker_id: int) -> None:
+    """A loader process ends at SIGTERM without a word: the training process that it serves
+    (meli.errors.run) is the one that says where the training stopped."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def shuffled_loader(split: Split, batch_size: int, generator: torch.Generator, seed: int,
                     workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     """Batches of `split` in the order `generator` draws, read by `workers` processes (0: by
     this one)."""
     return torch.utils.data.DataLoader(
         Batches(split), batch_sampler=ShuffledBatches(len(split), batch_size, generator),
-        collate_fn=_as_is, num_workers=workers,
+        collate_fn=_as_is, num_workers=workers, worker_init_fn=_default_sigterm,
         # The loader draws a seed for its workers; from its own generator, so that the global
         # one (dropout) sees exactly the draws it would without a loader.
         generator=torch.Generator().manual_seed(seed),

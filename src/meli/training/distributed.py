@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from meli.errors import MeliError
+from meli.errors import MeliError, Stopped
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ def lost_peer(error: BaseException) -> bool:
 def launch(arguments: Sequence[str], *, processes: int, nodes: int, node_rank: int,
            master_address: str, master_port: int) -> None:
     """Run `python <arguments>` as processes x nodes ranks under PyTorch's elastic agent."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -129,3 +130,6 @@ def launch(arguments: Sequence[str], *, processes: int, nodes: int, node_rank: i
             how = f"exited with status {failure.exitcode}"
         raise MeliError(f"rank {rank} of {processes * nodes} (pid {failure.pid}) {how}; "
                         f"every other rank was stopped and no bundle was written") from None
+    except SignalException as error:
+        # The agent stops the ranks with the same signal; rank 0 says where training stopped.
+        raise Stopped(None, 128 + error.sigval) from None

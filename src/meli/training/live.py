@@ -1,5 +1,11 @@
 """The dvclive log of a training, written by rank 0 alone: the params, one step per epoch, and at
-the end a summary of the best epoch that `dvc exp show` compares."""
+the end a summary of the best epoch that `dvc exp show` compares.
+
+What the log holds is what the params, code and data make: the same bytes from the same inputs
+(the DVC outputs and git-tracked files of results/train/<model>/). The wall-clock time of each
+epoch, which differs run to run, goes to the log line and to EPOCH_SECONDS_FILE beside the log,
+which git ignores and no DVC output holds.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from meli.training.state import EpochResult, TrainingState
+
+EPOCH_SECONDS_FILE = "epoch_seconds.tsv"  # step, epoch_seconds: dvclive's own layout
 
 
 class TrainingLog:
@@ -17,8 +25,11 @@ class TrainingLog:
         from dvclive import Live
 
         self.directory = directory
+        self.timings = directory / EPOCH_SECONDS_FILE
         if resumed is not None:
             _restore_files(directory, resumed.live_files)
+        else:
+            self.timings.unlink(missing_ok=True)
         self.live = Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False,
                          resume=resumed is not None)
         if resumed is not None:
@@ -35,7 +46,11 @@ class TrainingLog:
         self.live.log_metric("validation/balanced_accuracy", result.validation_balanced_accuracy)
         self.live.log_metric("validation/accuracy", result.validation_accuracy)
         self.live.log_metric("learning_rate", result.learning_rate)
-        self.live.log_metric("epoch_seconds", result.seconds)
+        new = not self.timings.exists()
+        with self.timings.open("a", encoding="utf-8") as timings:
+            if new:
+                timings.write("step\tepoch_seconds\n")
+            timings.write(f"{self.live.step}\t{result.seconds}\n")
         self.live.next_step()
 
     def files(self) -> dict[str, str]:
@@ -48,9 +63,6 @@ class TrainingLog:
     def end(self, state: TrainingState) -> None:
         """The summary: the best epoch's figures."""
         assert state.best is not None
-        # Timings stay in the per-epoch plots but out of the metrics file that `dvc exp show`
-        # compares: same params, same metrics.
-        self.live.summary.pop("epoch_seconds", None)
         self.live.summary["best"] = {
             "epoch": state.best_epoch,
             "validation_balanced_accuracy": state.best.validation_balanced_accuracy,

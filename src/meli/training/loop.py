@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from meli.bundles import metrics
-from meli.errors import MeliError
+from meli.errors import MeliError, Stopped
 from meli.layout import UNKNOWN
 from meli.models import build_model
 from meli.training import distributed
@@ -183,43 +183,72 @@ class Setup:
 def run_epochs(setup: Setup, state: TrainingState, training_log: TrainingLog | None,
                checkpoints: Path | None) -> None:
     """Train from the epoch after `state.epoch` until the last or until patience runs out;
-    `training_log`: rank 0's; `checkpoints`: where each epoch's state is saved, if anywhere."""
+    `training_log`: rank 0's; `checkpoints`: where each epoch's state is saved, if anywhere.
+
+    Stopped from outside (Ctrl-C, SIGTERM), it raises Stopped saying after which epoch, and
+    whether the next run resumes from there.
+    """
     group = setup.group
-    while state.epoch < setup.epochs and not state.stopped:
-        epoch = state.epoch + 1
-        learning_rate = state.optimizer.param_groups[0]["lr"]
-        started = time.perf_counter()
-        train_loss = train_epoch(setup.trained, setup.loader, setup.loss_function,
-                                 state.optimizer, state.scheduler, state.generator,
-                                 f"{setup.name} epoch {epoch}/{setup.epochs}",
-                                 setup.word_dropout, group, setup.device, setup.bf16)
-        state.train_seconds += time.perf_counter() - started
-        loss, balanced, accuracy = evaluate(state.model, setup.validation, setup.loss_function,
-                                            setup.num_classes, group=group, device=setup.device,
-                                            bf16=setup.bf16_validation)
-        result = EpochResult(train_loss, loss, balanced, accuracy, learning_rate,
-                             time.perf_counter() - started)
-        state.epoch = epoch
-        if state.best is None or balanced > state.best.validation_balanced_accuracy:
-            state.best, state.best_epoch, state.waited = result, epoch, 0
-            if group.main:
-                state.best_state = {name: value.detach().cpu().clone()
-                                    for name, value in state.model.state_dict().items()}
+    checkpointed = state.epoch  # the epoch that the checkpoint on disk holds (0: none)
+    try:
+        while state.epoch < setup.epochs and not state.stopped:
+            _run_epoch(setup, state, training_log)
+            if checkpoints is not None:
+                if training_log is not None:
+                    state.live_step, state.live_files = training_log.step, training_log.files()
+                state.save(checkpoints, group)
+                checkpointed = state.epoch
+    except (KeyboardInterrupt, Stopped) as stop:
+        interrupted = isinstance(stop, KeyboardInterrupt)
+        how = "interrupted" if interrupted else "stopped by SIGTERM"
+        if checkpoints is None:
+            message = f"{how} after epoch {state.epoch} of {setup.epochs}"
+        elif checkpointed:
+            message = (f"{how} after epoch {checkpointed} of {setup.epochs}; the next run "
+                       f"(`dvc repro`) resumes from there ({checkpoints})")
         else:
-            state.waited += 1
-            state.stopped = state.waited >= setup.patience
-        if training_log is not None:
-            training_log.epoch(result)
-            log.info("%s epoch %d: train loss %.4f, validation loss %.4f, balanced accuracy "
-                     "%.4f, accuracy %.4f (%.1fs)", setup.name, epoch, train_loss, loss,
-                     balanced, accuracy, result.seconds)
-            if state.stopped:
-                log.info("%s: no better validation balanced accuracy for %d epochs, "
-                         "stopping", setup.name, state.waited)
-        if checkpoints is not None:
-            if training_log is not None:
-                state.live_step, state.live_files = training_log.step, training_log.files()
-            state.save(checkpoints, group)
+            message = (f"{how} in epoch 1 of {setup.epochs}, before its first checkpoint; the "
+                       f"next run (`dvc repro`) starts from the beginning")
+        # One line in all: the other ranks stop without a word.
+        stopped = Stopped(message if group.main else None)
+        if interrupted:
+            stopped.status = 130  # a Ctrl-C's, as anywhere else
+        raise stopped from None
+
+
+def _run_epoch(setup: Setup, state: TrainingState, training_log: TrainingLog | None) -> None:
+    """One epoch: a training pass, a validation pass, the best epoch and patience updated."""
+    group = setup.group
+    epoch = state.epoch + 1
+    learning_rate = state.optimizer.param_groups[0]["lr"]
+    started = time.perf_counter()
+    train_loss = train_epoch(setup.trained, setup.loader, setup.loss_function,
+                             state.optimizer, state.scheduler, state.generator,
+                             f"{setup.name} epoch {epoch}/{setup.epochs}",
+                             setup.word_dropout, group, setup.device, setup.bf16)
+    state.train_seconds += time.perf_counter() - started
+    loss, balanced, accuracy = evaluate(state.model, setup.validation, setup.loss_function,
+                                        setup.num_classes, group=group, device=setup.device,
+                                        bf16=setup.bf16_validation)
+    result = EpochResult(train_loss, loss, balanced, accuracy, learning_rate,
+                         time.perf_counter() - started)
+    state.epoch = epoch
+    if state.best is None or balanced > state.best.validation_balanced_accuracy:
+        state.best, state.best_epoch, state.waited = result, epoch, 0
+        if group.main:
+            state.best_state = {name: value.detach().cpu().clone()
+                                for name, value in state.model.state_dict().items()}
+    else:
+        state.waited += 1
+        state.stopped = state.waited >= setup.patience
+    if training_log is not None:
+        training_log.epoch(result)
+        log.info("%s epoch %d: train loss %.4f, validation loss %.4f, balanced accuracy "
+                 "%.4f, accuracy %.4f (%.1fs)", setup.name, epoch, train_loss, loss,
+                 balanced, accuracy, result.seconds)
+        if state.stopped:
+            log.info("%s: no better validation balanced accuracy for %d epochs, "
+                     "stopping", setup.name, state.waited)
 
 
 def bf16_inference_check(architecture: str, config: dict, matrix: torch.Tensor,

@@ -20,24 +20,31 @@ _SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "busybox
 
 
 def die_with_parent() -> None:
-    """Ask Linux to kill this process when the process that started it dies, so that a training
+    """Ask Linux to stop this process when the process that started it dies, so that a training
     whose `dvc repro` was killed does not live on and later write outputs that a new run is
     writing too. When that parent is a shell running only this command (`sh -c ...`), a killed
-    DVC leaves the shell alive; then a thread also watches the shell's parent and ends this
-    process once the shell is orphaned."""
+    DVC leaves the shell alive; then the shell's parent is watched too.
+
+    The stop is a SIGTERM, which meli.errors.run turns into a clean stop (partial files removed,
+    one line saying where the training stopped); a thread follows it with a SIGKILL when the
+    process has not ended `STOP_GRACE_SECONDS` later (a main thread stuck in a long call)."""
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: nothing to ask
         return
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
-    if _runs_a_command(parent):
-        starter = _parent_of(parent)
-        if starter is not None and starter > 1:
-            threading.Thread(target=_die_when_orphaned, args=(parent, starter),
-                             name="die-with-starter", daemon=True).start()
+    starter = _parent_of(parent) if _runs_a_command(parent) else None
+    if starter is not None and starter <= 1:
+        starter = None
+    threading.Thread(target=_end_when_orphaned, args=(parent, starter),
+                     name="die-with-starter", daemon=True).start()
+
+
+# How long a stopped process may take to end before it is killed.
+STOP_GRACE_SECONDS = 30.0
 
 
 def _runs_a_command(pid: int) -> bool:
@@ -59,7 +66,14 @@ def _parent_of(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
-def _die_when_orphaned(shell: int, starter: int, every: float = 0.25) -> None:
-    while _parent_of(shell) == starter:
+def _orphaned(parent: int, starter: int | None) -> bool:
+    """Whether this process lost its parent, or the shell it runs under lost the starter."""
+    return os.getppid() != parent or (starter is not None and _parent_of(parent) != starter)
+
+
+def _end_when_orphaned(parent: int, starter: int | None, every: float = 0.25) -> None:
+    while not _orphaned(parent, starter):
         time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)  # the parent-death signal's, when that came first
+    time.sleep(STOP_GRACE_SECONDS)
     os.kill(os.getpid(), signal.SIGKILL)
