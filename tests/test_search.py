@@ -23,7 +23,7 @@ from meli.experiments.leaderboard import (
     format_table,
     rank,
 )
-from meli.experiments.search import Trial, queue, record_models, sample_trials, targets
+from meli.experiments.search import Trial, queue, record_models, sample_trials, searchable, targets
 from meli.models import names, params_classes
 from meli.params import Params, parse_params, to_dict
 from meli.params.load import _Loader
@@ -70,7 +70,24 @@ def test_trials_are_distinct_within_bounds_and_only_for_their_models():
     both = sample_trials(params, 2, seed=0, models=["mlp", "cnn"])
     assert all(set(trial.values) == set(SPACE) for trial in both)
     assert targets(["mlp", "cnn"]) == ["train@mlp", "evaluate@mlp", "train@cnn", "evaluate@cnn"]
-    assert targets(names())[-2:] == ["ensemble", "evaluate@ensemble"]  # it reads every model
+    # The ensemble reads every model: only a trial of them all reproduces it.
+    assert targets(searchable())[-2:] == ["ensemble", "evaluate@ensemble"]
+    assert "ensemble" not in targets(names())
+
+
+def test_a_linear_search_draws_only_linear_keys_and_runs_only_its_stage():
+    space = SPACE | {"linear.C": {"loguniform": [0.1, 2.0]},
+                     "linear.char_ngrams": {"choice": [[2, 5], [3, 6]]}}
+    trials = sample_trials(params_with(space), 4, seed=0, models=["linear"])
+    assert all(set(trial.values) == {"linear.C", "linear.char_ngrams"} for trial in trials)
+    assert all(0.1 <= trial.values["linear.C"] <= 2.0 for trial in trials)
+    assert targets(["linear"]) == ["linear", "evaluate@linear"]
+    # A CNN trial leaves the linear model's keys alone, as it leaves the MLP's.
+    assert not any(key.startswith("linear.")
+                   for trial in sample_trials(params_with(space), 3, seed=0, models=["cnn"])
+                   for key in trial.values)
+    with pytest.raises(MeliError, match="no key for linear"):
+        sample_trials(params_with(SPACE), 2, seed=0, models=["linear"])
 
 
 def test_a_trial_of_the_mlp_leaves_every_other_model_alone():
@@ -84,7 +101,7 @@ def test_a_trial_of_the_mlp_leaves_every_other_model_alone():
 
 
 @pytest.mark.parametrize(("models", "expected"), [
-    (["transformer"], "search.models: unknown model 'transformer' (registered: "),
+    (["transformer"], "search.models: unknown model 'transformer' (searchable: "),
     (["cnn", "cnn"], "search.models: a model is named twice"),
     ([], "search.models: name at least one model"),
 ])

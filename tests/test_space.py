@@ -63,7 +63,7 @@ def test_an_unknown_model_section_lists_the_sections_there_are(params):
         parse_space({"transformer.units": {"int": [16, 64]}}, params)
     holds = str(caught.value).split("('params' holds ", 1)[1].rstrip(")").split(", ")
     assert set(holds) == {"data", "prepare", "featurize", "embeddings", "train", "baseline",
-                          "evaluate", "ensemble", "search", *names()}
+                          "linear", "evaluate", "ensemble", "search", *names()}
 
 
 def test_model_keys_resolve_through_the_model_sections(params):
@@ -92,7 +92,7 @@ def test_the_repository_space_is_valid():
     assert dimensions
     assert {section_of(d.key) for d in dimensions} <= {*params.models, "train", "embeddings",
                                                        "featurize", "prepare", "evaluate",
-                                                       "baseline", "data"}
+                                                       "baseline", "linear", "data"}
 
 
 def test_draws_stay_in_bounds_and_repeat_with_the_seed():

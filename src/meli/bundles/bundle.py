@@ -31,7 +31,10 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 FASTTEXT_FILE = "model.bin"
+# The architectures that are no PyTorch model of the registry (meli.models).
 FASTTEXT_ARCHITECTURE = "fasttext"
+LINEAR_ARCHITECTURE = "linear"
+ENSEMBLE_ARCHITECTURE = "ensemble"
 FASTTEXT_PROBABILITY_OFFSET = 1e-5  # what fastText adds to each probability before its log
 
 
@@ -44,7 +47,7 @@ def write_torch_bundle(directory: str | Path, *, architecture: str, model_config
     with atomic_directory(directory) as partial:
         torch.save(state_dict, partial / WEIGHTS_FILE)
         vocabulary.save(partial / VOCAB_FILE)
-        _write_common(partial, labels, normalization, {
+        write_common(partial, labels, normalization, {
             "architecture": architecture,
             "model": model_config,
             "vocabulary_size": int(embedding.shape[0]),
@@ -60,11 +63,11 @@ def write_fasttext_bundle(directory: str | Path, *, model: Any, labels: list[str
         model.save_model(str(partial / FASTTEXT_FILE))
         # fastText loads a truncated model.bin without complaint: the size lets loading check.
         size = (partial / FASTTEXT_FILE).stat().st_size
-        _write_common(partial, labels, normalization,
+        write_common(partial, labels, normalization,
                       {"architecture": FASTTEXT_ARCHITECTURE, "model_bytes": size, **details})
 
 
-def _write_common(directory: Path, labels: list[str], normalization: dict[str, Any],
+def write_common(directory: Path, labels: list[str], normalization: dict[str, Any],
                   config: dict[str, Any]) -> None:
     write_json(directory / LABELS_FILE, labels)
     write_json(directory / NORMALIZATION_FILE, normalization)

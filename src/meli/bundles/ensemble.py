@@ -21,7 +21,6 @@ from meli.bundles.classifier import Classifier
 from meli.errors import MeliError
 from meli.params import TextParams
 
-ARCHITECTURE = "ensemble"
 MEMBERS_DIR = "members"
 
 

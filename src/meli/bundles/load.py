@@ -1,35 +1,49 @@
-"""Load any model bundle (PyTorch, fastText, an ensemble) as a `Classifier`: what predict and
-evaluate use."""
+"""Load any model bundle (PyTorch, fastText, linear, an ensemble) as a `Classifier`: what
+evaluate, `meli predict` and `meli serve` use. Each kind's code (PyTorch above all, seconds to
+import) is imported only when a bundle of that kind is opened."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from meli.bundles import ensemble
-from meli.bundles.bundle import CONFIG_FILE, FASTTEXT_ARCHITECTURE, read_bundle
+from meli.bundles.bundle import (
+    CONFIG_FILE,
+    ENSEMBLE_ARCHITECTURE,
+    FASTTEXT_ARCHITECTURE,
+    LINEAR_ARCHITECTURE,
+    read_bundle,
+)
 from meli.bundles.classifier import Classifier
-from meli.bundles.fasttext import FastTextClassifier
-from meli.bundles.pytorch import TorchClassifier
 from meli.errors import MeliError
-from meli.models import ARCHITECTURES
 
 
 def load_classifier(directory: str | Path, device: str = "auto",
                     precision: str = "auto") -> Classifier:
-    """Load a bundle written by train or baseline, checking that it is complete and compatible.
+    """Load a bundle written by train, baseline, linear or ensemble, checking that it is
+    complete and compatible.
 
-    `device` and `precision` apply to PyTorch bundles (fastText runs on the CPU, in float32).
+    `device` and `precision` apply to PyTorch bundles (fastText and the linear model run on
+    the CPU, in float32).
     """
     files = read_bundle(directory)
-    if files.architecture == FASTTEXT_ARCHITECTURE:
-        return FastTextClassifier(files.directory, files.config, files.labels,
-                                  files.normalization)
-    if files.architecture == ensemble.ARCHITECTURE:
-        return ensemble.EnsembleClassifier(files.directory, files.config, files.labels,
-                                           files.normalization, load_classifier, device,
-                                           precision)
-    if isinstance(files.architecture, str) and files.architecture in ARCHITECTURES:
-        return TorchClassifier(files.directory, files.config, files.labels, files.normalization,
-                               device, precision)
-    raise MeliError(f"{files.directory / CONFIG_FILE}: unknown architecture "
-                    f"{files.architecture!r}")
+    architecture = files.architecture
+    arguments = (files.directory, files.config, files.labels, files.normalization)
+    if architecture == FASTTEXT_ARCHITECTURE:
+        from meli.bundles.fasttext import FastTextClassifier
+
+        return FastTextClassifier(*arguments)
+    if architecture == LINEAR_ARCHITECTURE:
+        from meli.bundles.linear import LinearClassifier
+
+        return LinearClassifier(*arguments)
+    if architecture == ENSEMBLE_ARCHITECTURE:
+        from meli.bundles.ensemble import EnsembleClassifier
+
+        return EnsembleClassifier(*arguments, load_classifier, device, precision)
+    from meli.models import ARCHITECTURES
+
+    if isinstance(architecture, str) and architecture in ARCHITECTURES:
+        from meli.bundles.pytorch import TorchClassifier
+
+        return TorchClassifier(*arguments, device, precision)
+    raise MeliError(f"{files.directory / CONFIG_FILE}: unknown architecture {architecture!r}")

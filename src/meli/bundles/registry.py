@@ -20,15 +20,17 @@ from meli.layout import PARAMS_FILE, bundle_dir, model_metrics_path, train_resul
 
 DVC_YAML = Path("dvc.yaml")
 FASTTEXT = "fasttext"
+LINEAR = "linear"
 ENSEMBLE = "ensemble"
 LABELS = ["meli-2019", "product-titles", "text-classification"]
 
 
 def models() -> list[str]:
-    """Every model that has a bundle: the registry's PyTorch models and the fastText baseline."""
+    """Every model that has a bundle: the registry's PyTorch models, the fastText baseline, the
+    TF-IDF linear model and the ensemble."""
     from meli.models import names
 
-    return [*names(), FASTTEXT, ENSEMBLE]
+    return [*names(), FASTTEXT, LINEAR, ENSEMBLE]
 
 
 def _describe(name: str) -> tuple[str, str]:
@@ -40,7 +42,10 @@ def _describe(name: str) -> tuple[str, str]:
                 "Ensemble of the models, weights chosen on validation")
     if name == FASTTEXT:
         return ("fastText supervised (linear over averaged word vectors)",
-                "fastText supervised classifier, the baseline to beat")
+                "fastText supervised classifier")
+    if name == LINEAR:
+        return ("TF-IDF word and character n-grams, linear classifier, calibrated on validation",
+                "TF-IDF + linear model, the field's first baseline")
     summary = ARCHITECTURES[name].summary
     return (f"{name}: {summary}", f"PyTorch {name.upper()} over fine-tuned fastText vectors")
 
@@ -77,7 +82,8 @@ def artifact_entry(name: str, params: dict[str, Any]) -> dict[str, Any]:
     if test is not None:
         meta["test_balanced_accuracy"] = round(float(test), 4)
     meta["metrics"] = str(model_metrics_path(name))
-    framework = {FASTTEXT: "fasttext", ENSEMBLE: "ensemble"}.get(name, "pytorch")
+    framework = {FASTTEXT: "fasttext", LINEAR: "scikit-learn", ENSEMBLE: "ensemble"}.get(
+        name, "pytorch")
     return {"path": str(bundle_dir(name)), "type": "model", "desc": description,
             "labels": list(dict.fromkeys([framework, name, *LABELS])), "meta": meta}
 

@@ -35,6 +35,9 @@ def run_search(args: argparse.Namespace) -> None:
                  len(trials), len(drawn), ", ".join(f"{index:02d}" for index in trials))
     strategy = args.strategy or ("halving" if args.next_rung else params.search.strategy)
     if strategy == "halving":
+        if search.LINEAR in models:
+            raise MeliError("--strategy halving: the linear model has no epochs to budget; "
+                            "search it with --strategy random")
         _halving(args, params, trials, models, seed)
         return
     if args.next_rung:

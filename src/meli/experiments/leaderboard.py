@@ -94,14 +94,14 @@ def collect(exp_show: list[dict], models: Sequence[str] | None = None,
 
     Without `models`, each experiment counts for the models of its own params' `search.models`,
     and a commit's row for every model it has a validation figure of: the registered ones, the
-    fastText baseline and the ensemble. `known` is the registry's model names
-    (`meli.models.names()` when not given): an experiment whose params name none of them counts
-    for all of them.
+    fastText baseline and the ensemble. `known` is the searchable models (`searchable()` of
+    `meli.experiments.search` when not given): an experiment whose params name none of them
+    counts for all of them.
     """
     if known is None:
-        from meli.models import names
+        from meli.experiments.search import searchable
 
-        known = names()
+        known = searchable()
     entries = []
     for baseline in exp_show:
         if baseline.get("rev") == "workspace":

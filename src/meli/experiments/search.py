@@ -60,15 +60,36 @@ def _yaml(value: Any) -> str:
     return text.removesuffix("\n").removesuffix("\n...")  # YAML's end-of-document mark
 
 
+# The TF-IDF linear model: trained by its own stage from its own params section, not by
+# train@<model> from `train` and a registry section like the PyTorch models.
+LINEAR = "linear"
+
+
+def searchable() -> tuple[str, ...]:
+    """The models a search can train: the registry's PyTorch models, then the linear model."""
+    return (*names(), LINEAR)
+
+
+def training_stage(model: str) -> str:
+    return LINEAR if model == LINEAR else f"train@{model}"
+
+
+def sections_of(model: str) -> set[str]:
+    """The params sections that only the training of `model` reads (and that a search of
+    other models must therefore leave alone)."""
+    return {LINEAR} if model == LINEAR else {"train", model}
+
+
 def check_models(models: Sequence[str]) -> list[str]:
-    """The models, each a registered one (`meli.models`) named once."""
+    """The models, each a searchable one (see `searchable`) named once."""
+    known = searchable()
     if not models:
-        raise MeliError("search.models: name at least one model "
-                        f"(registered: {', '.join(names())})")
+        raise MeliError(f"search.models: name at least one model (searchable: "
+                        f"{', '.join(known)})")
     for model in models:
-        if model not in names():
-            raise MeliError(f"search.models: unknown model '{model}' (registered: "
-                            f"{', '.join(names())})")
+        if model not in known:
+            raise MeliError(f"search.models: unknown model '{model}' (searchable: "
+                            f"{', '.join(known)})")
     if len(set(models)) != len(models):
         raise MeliError(f"search.models: a model is named twice in {', '.join(models)}")
     return list(models)
@@ -85,8 +106,8 @@ def sample_trials(params: Params, trials: int, seed: int, models: Sequence[str])
     if missing:
         raise ValueError(f"sample_trials needs params loaded with the model registry (no "
                          f"section for {', '.join(missing)})")
-    # A trial of some models leaves the other models' sections as they are.
-    others = set(names()) - set(models)
+    # A trial of some models leaves the sections only the other models read as they are.
+    others = set().union(*map(sections_of, searchable())) - set().union(*map(sections_of, models))
     dimensions = [dimension for dimension in parse_space(params.search.space, params)
                   if dimension.section not in others]
     if not dimensions:
@@ -140,14 +161,15 @@ def targets(models: Sequence[str]) -> list[str]:
     """The stages a trial reproduces: its models' training and evaluation (and what they
     depend on, if a trial's values make it stale upstream).
 
-    The ensemble joins only a trial that trains every registered model. It reads every model,
+    The ensemble joins only a trial that trains every searchable model. It reads every model,
     so reproducing it in a CNN trial would retrain the MLP and the RNN too (a trial's
     `train.*` values make every model stale): measured on the real sample, that tripled a
     CNN trial's time. A trial of fewer models leaves the others and the ensemble stale in its
     results (`dvc status` says so); `dvc exp apply` and `dvc repro` rebuild them.
     """
-    stages = [stage for model in models for stage in (f"train@{model}", f"evaluate@{model}")]
-    if set(names()) <= set(models):
+    stages = [stage for model in models
+              for stage in (training_stage(model), f"evaluate@{model}")]
+    if set(searchable()) <= set(models):
         stages += ["ensemble", "evaluate@ensemble"]
     return stages
 

@@ -15,6 +15,7 @@ from meli.params.schema import (
     EnsembleParams,
     EvaluateParams,
     FeaturizeParams,
+    LinearParams,
     Params,
     PrepareParams,
     SearchParams,
@@ -24,6 +25,6 @@ from meli.params.schema import (
 )
 
 __all__ = ["PARAMS_FILE", "SECTIONS", "BaselineParams", "DataParams", "EmbeddingsParams",
-           "EnsembleParams", "EvaluateParams", "FeaturizeParams", "Params", "PrepareParams",
-           "SearchParams", "TextParams", "TrainParams", "load_params", "param", "parse_params",
-           "to_dict"]
+           "EnsembleParams", "EvaluateParams", "FeaturizeParams", "LinearParams", "Params",
+           "PrepareParams", "SearchParams", "TextParams", "TrainParams", "load_params", "param",
+           "parse_params", "to_dict"]

@@ -160,6 +160,46 @@ class BaselineParams:
 
 
 @dataclass(frozen=True)
+class LinearParams:
+    """The linear stage: TF-IDF word and character n-grams, and a linear classifier over them
+    (see meli.training.linear for the estimators, meli.data.tfidf for the features)."""
+
+    # [min, max] words per word n-gram and bytes per in-word character n-gram; [0, 0]: none.
+    word_ngrams: list[int] = param([1, 2])
+    char_ngrams: list[int] = param([2, 5])
+    # Training titles an n-gram must occur in to be kept, and the most frequent kept (null: all).
+    word_min_df: int = param(1, min=1)
+    char_min_df: int = param(2, min=1)
+    max_word_features: int | None = param(None, min=1)
+    max_char_features: int | None = param(None, min=1)
+    sublinear_tf: bool = True  # 1 + log(tf) instead of tf
+    char_weight: float = param(1.0, min=0.0)  # the character block's weight beside the words'
+    # svm: liblinear's one-vs-rest squared hinge, all rows in memory, one core (the most
+    # accurate here); softmax: multinomial logistic regression by streamed mini-batches, for
+    # millions of titles; auto: svm up to svm_max_rows training titles, softmax above.
+    estimator: Literal["auto", "svm", "softmax"] = "auto"
+    svm_max_rows: int = param(300_000, min=0)
+    C: float = param(0.5, min=0.0, min_exclusive=True)  # svm: inverse regularization
+    class_weight: Literal["none", "balanced"] = "none"
+    epochs: int = param(5, min=1, max=1000)  # softmax: passes over the training titles
+    batch_size: int = param(256, min=1)
+    learning_rate: float = param(0.2, min=0.0, min_exclusive=True)  # softmax, decays to 0
+    seed: int = 0
+    threads: int = param(1, min=1, max=256)  # softmax: PyTorch threads
+
+    def problem(self) -> str | None:
+        for name in ("word_ngrams", "char_ngrams"):
+            ends = getattr(self, name)
+            if len(ends) != 2 or not 0 <= ends[0] <= ends[1] or (ends[0] == 0) != (ends[1] == 0):
+                return f"{name} must be [min, max] with 1 <= min <= max, or [0, 0] (none)"
+        if self.char_ngrams[1] > 7:
+            return "char_ngrams: at most 7 bytes (an n-gram's bytes are its key)"
+        if self.word_ngrams == [0, 0] and self.char_ngrams == [0, 0]:
+            return "word_ngrams and char_ngrams are both [0, 0]: no features"
+        return None
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     # The confusion plot shows the categories of this many most-confused (true, predicted) pairs.
     confused_pairs: int = param(15, min=1, max=500)
@@ -175,7 +215,7 @@ class EnsembleParams:
     """The ensemble stage: which bundles it combines and how it fits their weights."""
 
     # Registered models and/or fasttext; each needs its bundle in models/<name>.
-    members: list[str] = param(["mlp", "cnn", "rnn", "fasttext"], min_items=1)
+    members: list[str] = param(["mlp", "cnn", "rnn", "fasttext", "linear"], min_items=1)
     # Fit a temperature per member on validation before weighting.
     temperature: bool = True
     # Greedy selection steps: weights are multiples of 1/rounds.
@@ -207,6 +247,11 @@ DEFAULT_SPACE: dict[str, Any] = {
     "rnn.layers": {"choice": [1, 2]},
     "rnn.dropout": {"uniform": [0.1, 0.5]},
     "rnn.word_dropout": {"uniform": [0.0, 0.25]},
+    "linear.C": {"loguniform": [0.1, 2.0]},
+    "linear.word_ngrams": {"choice": [[1, 1], [1, 2], [1, 3]]},
+    "linear.char_ngrams": {"choice": [[2, 4], [2, 5], [1, 5], [2, 6], [3, 6]]},
+    "linear.char_weight": {"uniform": [0.5, 1.5]},
+    "linear.class_weight": {"choice": ["none", "balanced"]},
 }
 
 
@@ -245,6 +290,7 @@ class Params:
     embeddings: EmbeddingsParams = field(default_factory=EmbeddingsParams)
     train: TrainParams = field(default_factory=TrainParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
+    linear: LinearParams = field(default_factory=LinearParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     ensemble: EnsembleParams = field(default_factory=EnsembleParams)
     search: SearchParams = field(default_factory=SearchParams)

@@ -30,8 +30,15 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
-from meli.bundles.bundle import CONFIG_FILE, FASTTEXT_ARCHITECTURE, FORMAT_VERSION, read_bundle
-from meli.bundles.ensemble import ARCHITECTURE, MEMBERS_DIR, combine, tempered
+from meli.bundles.bundle import (
+    CONFIG_FILE,
+    ENSEMBLE_ARCHITECTURE,
+    FASTTEXT_ARCHITECTURE,
+    FORMAT_VERSION,
+    LINEAR_ARCHITECTURE,
+    read_bundle,
+)
+from meli.bundles.ensemble import MEMBERS_DIR, combine, tempered
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import atomic_directory, read_json, write_json
@@ -112,7 +119,7 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
                                                        replace=False))
         validation = validation.take(rows)
     truth = validation.column("label").to_numpy().astype(np.int64)
-    known = (*names(), FASTTEXT_ARCHITECTURE)
+    known = (*names(), FASTTEXT_ARCHITECTURE, LINEAR_ARCHITECTURE)
     for name in params.members:
         if name not in known:
             raise MeliError(f"ensemble.members: unknown model '{name}' (known: "
@@ -164,7 +171,7 @@ def _write_bundle(output_dir: Path, prepared_dir: Path, result: EnsembleResult) 
         shutil.copyfile(prepared_dir / LABELS_FILE, partial / LABELS_FILE)
         shutil.copyfile(prepared_dir / NORMALIZATION_FILE, partial / NORMALIZATION_FILE)
         write_json(partial / CONFIG_FILE, {
-            "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
+            "format_version": FORMAT_VERSION, "architecture": ENSEMBLE_ARCHITECTURE,
             "members": [{"name": name, "weight": result.weights[name],
                          "temperature": result.temperatures[name],
                          "architecture": read_bundle(bundle_dir(name)).architecture
@@ -178,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def stage() -> None:
         params = load_params(args.params)
-        result = build_ensemble(params.ensemble, PREPARED_DIR, bundle_dir(ARCHITECTURE),
-                                train_results_dir(ARCHITECTURE) / "metrics.json")
+        result = build_ensemble(params.ensemble, PREPARED_DIR, bundle_dir(ENSEMBLE_ARCHITECTURE),
+                                train_results_dir(ENSEMBLE_ARCHITECTURE) / "metrics.json")
         shares = ", ".join(f"{name} {weight:.2f} (T {result.temperatures[name]:.2f})"
                            for name, weight in result.weights.items())
         log.info("ensemble: validation balanced accuracy %.4f (best member %s %.4f); "

@@ -1,0 +1,120 @@
+"""linear: TF-IDF word and character n-grams with a linear classifier, the field's first model.
+
+It reads the same normalized titles as every other model, fits the n-gram vocabularies and
+their idf on the training split (meli.data.tfidf), the weights by liblinear's SVM or streamed
+softmax regression (meli.training.linear), then one temperature on the validation split only,
+so that its probabilities are calibrated for the ensemble. The bundle (`models/linear/`) is
+plain arrays and JSON; its validation figures are logged with dvclive like the other models'.
+
+Run by dvc.yaml as `python -m meli.stages.linear`; reads the `linear` section of params.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from meli.bundles import metrics
+from meli.bundles.bundle import read_bundle
+from meli.bundles.linear import LinearClassifier, write_linear_bundle
+from meli.errors import MeliError, run, stage_parser
+from meli.files import read_json, writing
+from meli.layout import (
+    LABELS_FILE,
+    NORMALIZATION_FILE,
+    PREPARED_DIR,
+    bundle_dir,
+    split_path,
+    train_results_dir,
+)
+from meli.params import LinearParams, load_params, to_dict
+from meli.training.linear import fit, fit_temperature, scores
+
+log = logging.getLogger(__name__)
+
+NAME = "linear"
+
+
+@dataclass
+class LinearResult:
+    validation_balanced_accuracy: float
+    validation_accuracy: float
+    temperature: float
+    features: int
+    estimator: str
+    seconds: float
+
+
+def _split(prepared_dir: Path, name: str):
+    path = split_path(prepared_dir, name)
+    if not path.exists():
+        raise MeliError(f"{path}: not found; run the prepare stage first")
+    table = pq.read_table(path, columns=["title", "text", "label"])
+    if len(table) == 0:
+        raise MeliError(f"{path}: the {name} split is empty")
+    return table
+
+
+def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str | Path,
+                 live_dir: str | Path) -> LinearResult:
+    from dvclive import Live
+
+    prepared_dir = Path(prepared_dir)
+    train, validation = _split(prepared_dir, "train"), _split(prepared_dir, "validation")
+    labels = read_json(prepared_dir / LABELS_FILE)
+    normalization = read_json(prepared_dir / NORMALIZATION_FILE)
+    fitted = fit(train.column("text").combine_chunks(),
+                 train.column("label").to_numpy().astype(np.int64), len(labels), params)
+    truth = validation.column("label").to_numpy().astype(np.int64)
+    # The temperature is fitted on validation only: the test split is never looked at.
+    temperature, log_loss = fit_temperature(
+        scores(fitted.features, fitted.coef, fitted.intercept,
+               validation.column("text").combine_chunks()), truth)
+    write_linear_bundle(output_dir, features=fitted.features, coef=fitted.coef,
+                        intercept=fitted.intercept, temperature=temperature, labels=labels,
+                        normalization=normalization,
+                        details={"linear": to_dict(params), "estimator": fitted.estimator,
+                                 "validation_log_loss": log_loss})
+    # Scored through the bundle just written, from the raw titles, as `meli predict` will.
+    files = read_bundle(output_dir)
+    classifier = LinearClassifier(files.directory, files.config, files.labels,
+                                  files.normalization)
+    predicted = classifier.predict(validation.column("title"))
+    balanced = metrics.balanced_accuracy(truth, predicted, len(labels))
+    accuracy = metrics.accuracy(truth, predicted)
+    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_params({"model": NAME, "linear": to_dict(params)})
+        live.log_metric("validation/balanced_accuracy", balanced)
+        live.log_metric("validation/accuracy", accuracy)
+        live.summary["best"] = {"validation_balanced_accuracy": balanced,
+                                "validation_accuracy": accuracy,
+                                "validation_log_loss": log_loss}
+        live.summary["features"] = fitted.features.size
+    return LinearResult(balanced, accuracy, temperature, fitted.features.size,
+                        fitted.estimator, fitted.seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(NAME, __doc__)
+    args = parser.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        with writing(bundle_dir(NAME), train_results_dir(NAME)):
+            result = train_linear(params.linear, PREPARED_DIR, bundle_dir(NAME),
+                                  train_results_dir(NAME))
+        log.info("linear: %s over %d features fitted in %.1fs; temperature %.3f; validation "
+                 "balanced accuracy %.4f, accuracy %.4f", result.estimator, result.features,
+                 result.seconds, result.temperature, result.validation_balanced_accuracy,
+                 result.validation_accuracy)
+
+    return run(NAME, stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
