@@ -123,8 +123,8 @@ class ModelSource:
         else:
             directory, temporary, registry = self._fetch()
         try:
-            sha256 = bundle_hash(directory) if directory.is_dir() else ""
             classifier = load_classifier(directory, self.device, self.precision)
+            sha256 = bundle_hash(directory)
             classifier.top_k(WARM_UP_TITLES, 3)
         except BaseException:
             if temporary is not None:
