@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 
 from meli.classify import load_classifier
 from meli.predict import prediction_table

@@ -1,4 +1,4 @@
-"""`meli serve`: a model bundle behind HTTP (FastAPI on uvicorn), with dynamic batching and
+"""`meli serve`: a model bundle behind HTTP (Starlette on uvicorn), with dynamic batching and
 reload without a failed request.
 
     model.py   the bundle (a directory, or a registry artifact fetched with DVC) and its version
@@ -54,7 +54,8 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, loop="uvloop", http="httptools", log_level="warning",
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+                            access_log=False, proxy_headers=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
     log.info("serve: listening on http://%s:%d/ (POST /predict, /reload; GET /health, /model, "
              "/metrics; SIGHUP reloads)", *listener.getsockname()[:2])
     uvicorn.Server(config).run(sockets=[listener])

@@ -1,4 +1,9 @@
-"""The ASGI app of `meli serve`: FastAPI routes, dynamic batching, metrics, reload.
+"""The ASGI app of `meli serve`: Starlette routes, dynamic batching, metrics, reload.
+
+Starlette (the toolkit FastAPI is built on) rather than FastAPI itself: the routes take raw
+bodies and answer raw JSON, so FastAPI's layers (its request validation, dependency injection,
+OpenAPI) would do nothing here but cost CPU on every request (measured: 67 against 33 us of
+server CPU per request for the same trivial route under uvicorn).
 
 - `POST /predict` takes `{"titles": [...], "k": 3}`. The request is checked by hand (a few
   isinstance tests cost far less than a pydantic model per request) and queued as one item of
@@ -29,8 +34,6 @@ from typing import Any
 import numpy as np
 import orjson
 from batched.aio import AsyncBatchProcessor
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -39,7 +42,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
 
 from meli.serve.model import MAX_TITLE_CHARS, LoadedModel, MeliError, ModelSource
 
@@ -319,13 +326,14 @@ def parse_predict(data: Any, settings: Settings) -> Job:
 # ---- the app ------------------------------------------------------------------------------
 
 def create_app(model: LoadedModel | None, source: ModelSource | None = None,
-               settings: Settings | None = None, handle_sighup: bool = False) -> FastAPI:
+               settings: Settings | None = None, handle_sighup: bool = False) -> Starlette:
     """The app serving `model` (None: not ready yet, /health says 503); `source` is where
     /reload and SIGHUP load from."""
     server = Server(model, source, settings or Settings())
+    metrics = server.metrics
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         s = server.settings
         server.processor = AsyncBatchProcessor(
             server.score, batch_size=s.max_batch_requests, timeout_ms=s.batch_wait_ms,
@@ -342,25 +350,17 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
         if task is not None:
             task.cancel()
 
-    app = FastAPI(title="meli serve", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    app.state.server = server
-    metrics = server.metrics
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, error: HTTPException) -> Response:
         message = {404: f"{request.url.path}: no such endpoint (/predict, /health, /model, "
                         f"/metrics, /reload, /)",
                    405: f"{request.url.path}: method {request.method} not allowed"}
         return error_response(error.status_code,
                               message.get(error.status_code, str(error.detail)))
 
-    @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> Response:
         log.exception("serve: %s %s failed", request.method, request.url.path)
         return error_response(500, f"internal error: {type(error).__name__}")
 
-    @app.post("/predict")
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         status = 200
@@ -387,8 +387,7 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
         metrics.observe(endpoint, response.status_code, time.perf_counter() - started)
         return response
 
-    @app.get("/health")
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
         def answer() -> Response:
             if server.model is None:
                 return _json(503, {"status": "loading"})
@@ -396,20 +395,17 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
                                "version": server.model.version})
         return timed("health", answer)
 
-    @app.get("/model")
-    async def model_info() -> Response:
+    async def model_info(request: Request) -> Response:
         def answer() -> Response:
             if server.model is None:
                 return error_response(503, "model: not loaded yet")
             return _json(200, server.model.describe() | {"serving": asdict(server.settings)})
         return timed("model", answer)
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
         return timed("metrics", lambda: Response(generate_latest(metrics.registry),
                                                  media_type=CONTENT_TYPE_LATEST))
 
-    @app.post("/reload")
     async def reload(request: Request) -> Response:
         started = time.perf_counter()
         status = 200
@@ -427,8 +423,17 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
 
     page = resources.files("meli.serve").joinpath("page.html").read_text(encoding="utf-8")
 
-    @app.get("/")
-    async def index() -> Response:
+    async def index(request: Request) -> Response:
         return timed("page", lambda: HTMLResponse(page))
 
+    app = Starlette(
+        routes=[Route("/predict", predict, methods=["POST"]),
+                Route("/health", health, methods=["GET"]),
+                Route("/model", model_info, methods=["GET"]),
+                Route("/metrics", prometheus, methods=["GET"]),
+                Route("/reload", reload, methods=["POST"]),
+                Route("/", index, methods=["GET"])],
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        lifespan=lifespan)
+    app.state.server = server
     return app
