@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on "
                                                            "(default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="where a PyTorch model runs (default: %(default)s)")
     serve.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                        help="as for predict (default: %(default)s)")

@@ -32,6 +32,10 @@ def serve(args: argparse.Namespace) -> None:
 
     if args.threads < 1:
         raise MeliError(f"--threads must be at least 1, got {args.threads}")
+    if not 0 <= args.port <= 65535:
+        raise MeliError(f"--port must be from 0 to 65535, got {args.port}")
+    if not 0 <= args.batch_wait_ms <= 1000:
+        raise MeliError(f"--batch-wait-ms must be from 0 to 1000, got {args.batch_wait_ms:g}")
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     if args.artifact:
