@@ -424,6 +424,22 @@ def test_a_model_that_fails_to_load_stops_start_up_with_one_line(bundles, tmp_pa
         assert named in lines[0]
 
 
+@pytest.mark.slow
+def test_a_taken_port_stops_start_up_with_one_line(bundles):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "meli", "serve", "--model",
+                               str(bundles["mlp"]), "--port", str(port)], capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"meli serve: error: 127.0.0.1:{port}: cannot listen there: Address already in use"]
+
+
 # ---- the page in a browser -----------------------------------------------------------------------
 
 def _browser() -> tuple[str, str] | None:

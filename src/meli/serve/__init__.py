@@ -50,10 +50,17 @@ def serve(args: argparse.Namespace) -> None:
                              precision=args.precision)
     settings = Settings(max_titles=args.max_titles, max_batch_titles=args.max_batch_titles,
                         batch_wait_ms=args.batch_wait_ms)
-    model = source.load()
+    # Bound first, so a taken port fails at once; listening only once the model is loaded, so
+    # connections are refused, not left waiting, until the server can answer them.
+    listener = _bind(args.host, args.port)
+    try:
+        model = source.load()
+    except BaseException:
+        listener.close()
+        raise
     log.info("serve: %s version %s loaded in %.1fs", model.name, model.version,
              model.loaded_seconds)
-    listener = _listen(args.host, args.port)
+    listener.listen(2048)
     app = create_app(model, source, settings, handle_sighup=True)
 
     import uvicorn
@@ -71,8 +78,8 @@ def serve(args: argparse.Namespace) -> None:
     uvicorn.Server(config).run(sockets=[listener])
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that a taken port is one clear line."""
+def _bind(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that a taken port is one clear line."""
     from meli.serve.model import MeliError
 
     try:
@@ -87,6 +94,5 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as error:
         listener.close()
         raise MeliError(f"{host}:{port}: cannot listen there: {error.strerror}") from None
-    listener.listen(2048)
     listener.set_inheritable(True)
     return listener
