@@ -14,7 +14,10 @@ Measures, on one server process started here:
   different version by its files, the same cost to load and to run), and how many answers each
   version gave (each answer names its version);
 - bad input: every kind of malformed request, each must be a 4xx with a JSON error, and the
-  server must still answer afterwards.
+  server must still answer afterwards;
+- for reference, once the server has stopped: the model alone, in this process, without HTTP,
+  on blocks of 2,048 of the same titles with the server's thread count (what batching can at
+  best reach on this machine at this moment).
 
 wrk runs one thread (one core) and the server the other; the titles come from
 `../shared/data/meli-es-sample.jsonl.gz` when present (`--titles` names another file), else
@@ -254,6 +257,23 @@ def check_bad_inputs(url: str) -> tuple[int, int, list[str]]:
     return answered, len(cases), failures
 
 
+def model_alone(bundle: Path, titles: list[str], threads: int, seconds: float) -> float:
+    """Titles/s of the bundle's own top-3, in blocks of 2,048, with `threads` threads."""
+    import torch
+
+    from meli.classify import load_classifier
+
+    torch.set_num_threads(threads)
+    classifier = load_classifier(bundle)
+    block = (titles * (2048 // max(len(titles), 1) + 1))[:2048]
+    classifier.top_k(block, 3)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        classifier.top_k(block, 3)
+        done += len(block)
+    return done / (time.perf_counter() - started)
+
+
 def new_version_of(bundle: Path, workdir: Path) -> Path:
     """A copy of the bundle with one config field added: another version by its files."""
     copy = workdir / f"{bundle.name}-v2"
@@ -353,6 +373,9 @@ def main() -> int:
         ["server still serving after them", "no" if failures and "no longer" in failures[-1]
          else "yes"],
     ]))
+    alone = model_alone(args.model, titles, args.threads, min(args.duration, 5))
+    print(f"\nFor reference, the model alone (in process, no HTTP, blocks of 2,048 titles, "
+          f"{args.threads} thread(s)): {alone:,.0f} titles/s")
     for failure in failures:
         print(f"FAILED: {failure}")
     failed = failures or any(run.errors for run in runs)
