@@ -1,6 +1,7 @@
 """`meli <command>`: the command line for people (also `python -m meli <command>`).
 
 - `meli predict`: categories of titles from a model bundle;
+- `meli serve`: a model bundle (or a registry version) behind HTTP;
 - `meli search`, `meli leaderboard`: hyperparameter search through the DVC experiment queue;
 - `meli pull`: `dvc pull` that checks out only intact objects;
 - `meli <stage>` runs one pipeline stage by hand, exactly as `python -m meli.stages.<stage>`,
@@ -111,6 +112,12 @@ def _registry(args: argparse.Namespace) -> None:
     print(registry.show())
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from meli.serve import serve
+
+    serve(args)
+
+
 def _pull(args: argparse.Namespace) -> None:
     from meli.data.remote import pull
 
@@ -179,6 +186,41 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                          help="auto: bf16 on CUDA, and on a CPU with bf16 when training found it "
                               "kept the model's validation figures (default: %(default)s)")
+
+    serve = commands.add_parser(
+        "serve", help="serve a model bundle over HTTP (POST /predict, a page at /)",
+        description="Serve a model bundle, or a version of the model registry, over HTTP: "
+                    "POST /predict, GET /health, /model, /metrics, POST /reload (or SIGHUP) "
+                    "to load a new version without a failed request, and a page at /.")
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument("--model", default=str(bundle_dir("cnn")),
+                        help="model bundle directory (default: %(default)s)")
+    source.add_argument("--artifact", nargs=2, metavar=("REPO", "NAME"),
+                        help="a registry artifact: Git repository (URL or path) and artifact "
+                             "name, fetched as `dvc artifacts get` does")
+    version = serve.add_mutually_exclusive_group()
+    version.add_argument("--rev", metavar="VERSION",
+                         help="with --artifact: a registered version, e.g. v1.0.0 "
+                              "(default: the latest)")
+    version.add_argument("--stage", help="with --artifact: the version assigned to this stage, "
+                                         "e.g. prod")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on "
+                                                           "(default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where a PyTorch model runs (default: %(default)s)")
+    serve.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="as for predict (default: %(default)s)")
+    serve.add_argument("--threads", type=int, default=1,
+                       help="PyTorch threads for scoring (default: %(default)s; the event loop "
+                            "runs beside them)")
+    serve.add_argument("--max-titles", type=_positive, default=1024,
+                       help="titles per request at most (default: %(default)s)")
+    serve.add_argument("--max-batch-titles", type=_positive, default=2048,
+                       help="titles the model scores at once at most; a larger request is "
+                            "scored alone (default: %(default)s)")
+    serve.add_argument("--batch-wait-ms", type=float, default=2.0,
+                       help="how long a batch waits for more requests (default: %(default)s)")
 
     search = commands.add_parser(
         "search", help="queue a hyperparameter search (random or halving) as DVC experiments",
@@ -250,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage = importlib.import_module(f"meli.stages.{argv[0]}")
         return stage.main(argv[1:])
     args = build_parser().parse_args(argv)
-    action = {"predict": _predict, "search": _search, "leaderboard": _leaderboard,
+    action = {"predict": _predict, "serve": _serve, "search": _search,
+              "leaderboard": _leaderboard,
               "registry": _registry, "pull": _pull}[args.command]
     return run(args.command, lambda: action(args))
