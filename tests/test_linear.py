@@ -163,3 +163,16 @@ def test_a_misspelled_linear_key_fails_in_one_line(tmp_path):
     params.write_text("linear:\n  char_ngrams: [2, 9]\n")
     with pytest.raises(MeliError, match="params.yaml: linear.char_ngrams: at most 7 bytes"):
         load_params(params)
+
+
+def test_the_svm_gives_the_same_weights_at_any_thread_count():
+    texts = pa.array(["funda celular samsung", "funda iphone", "zapatilla nike running",
+                      "zapatilla adidas", "celular samsung galaxy", "nike running short",
+                      "mochila escolar", "mochila notebook"] * 5)
+    labels = np.array([0, 0, 1, 1, 0, 1, 2, 2] * 5)
+    one, two = (fit(texts, labels, 4, LinearParams(estimator="svm", char_min_df=1, threads=t))
+                for t in (1, 2))
+    assert np.array_equal(one.coef, two.coef) and np.array_equal(one.intercept, two.intercept)
+    assert (one.coef[:, 3] == 0).all() and one.intercept[3] == -1.0  # never seen: never chosen
+    scores = np.asarray(one.features.matrix(texts) @ one.coef + one.intercept)
+    assert (scores.argmax(axis=1) == labels).all()

@@ -168,10 +168,13 @@ class LinearParams:
     word_ngrams: list[int] = param([1, 2])
     char_ngrams: list[int] = param([2, 5])
     # Training titles an n-gram must occur in to be kept, and the most frequent kept (null: all).
+    # The caps bound the weights (features x categories x 4 bytes: 3.2 GB for 632 categories)
+    # on millions of titles; the real sample keeps about 155,000 word and 66,000 character
+    # n-grams, below them.
     word_min_df: int = param(1, min=1)
     char_min_df: int = param(2, min=1)
-    max_word_features: int | None = param(None, min=1)
-    max_char_features: int | None = param(None, min=1)
+    max_word_features: int | None = param(1_000_000, min=1)
+    max_char_features: int | None = param(250_000, min=1)
     sublinear_tf: bool = True  # 1 + log(tf) instead of tf
     char_weight: float = param(1.0, min=0.0)  # the character block's weight beside the words'
     # svm: liblinear's one-vs-rest squared hinge, all rows in memory, one core (the most
@@ -185,7 +188,9 @@ class LinearParams:
     batch_size: int = param(256, min=1)
     learning_rate: float = param(0.2, min=0.0, min_exclusive=True)  # softmax, decays to 0
     seed: int = 0
-    threads: int = param(1, min=1, max=256)  # softmax: PyTorch threads
+    # Cores: svm fits the categories side by side (the same weights at any count); softmax's
+    # PyTorch threads.
+    threads: int = param(2, min=1, max=256)
 
     def problem(self) -> str | None:
         for name in ("word_ngrams", "char_ngrams"):

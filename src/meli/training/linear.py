@@ -88,22 +88,28 @@ def _class_weights(labels: np.ndarray, num_classes: int, kind: str) -> np.ndarra
 
 def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_classes: int,
              params: LinearParams) -> tuple[np.ndarray, np.ndarray]:
+    """One binary LinearSVC per category seen, `params.threads` of them side by side (each is
+    its own seeded problem: the same weights at any thread count)."""
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.svm import LinearSVC
 
     matrix = sp.vstack([features.matrix(chunk) for chunk in chunks(texts, 100_000)]).tocsr()
     weights = _class_weights(labels, num_classes, params.class_weight)
     svm = LinearSVC(C=params.C, random_state=params.seed,
                     class_weight=None if weights is None else dict(enumerate(weights)))
-    svm.fit(matrix, labels)
-    # LinearSVC knows only the classes it saw: the others keep weight 0 and a low bias.
+    seen = np.unique(labels)
+    # The categories it knows nothing of keep weight 0 and a low bias.
     coef = np.zeros((features.size, num_classes), np.float32)
     intercept = np.full(num_classes, -1.0, np.float32)
-    seen_coef, seen_intercept = svm.coef_, svm.intercept_
-    if len(svm.classes_) == 2:  # liblinear's binary case: one score s for classes_[1]
-        seen_coef = np.vstack([-seen_coef, seen_coef])
-        seen_intercept = np.concatenate([-seen_intercept, seen_intercept])
-    coef[:, svm.classes_] = seen_coef.T.astype(np.float32)
-    intercept[svm.classes_] = seen_intercept.astype(np.float32)
+    if len(seen) == 2:  # liblinear's binary case: one score s for seen[1], -s for seen[0]
+        svm.fit(matrix, labels)
+        coef[:, seen] = np.vstack([-svm.coef_, svm.coef_]).T
+        intercept[seen] = [-svm.intercept_[0], svm.intercept_[0]]
+        return coef, intercept
+    fitted = OneVsRestClassifier(svm, n_jobs=params.threads).fit(matrix, labels)
+    for category, estimator in zip(fitted.classes_, fitted.estimators_, strict=True):
+        coef[:, category] = estimator.coef_[0]
+        intercept[category] = estimator.intercept_[0]
     return coef, intercept
 
 
