@@ -303,7 +303,7 @@ def main() -> int:
                         help="concurrent connections of the single-title runs")
     parser.add_argument("--large-connections", type=int, default=8,
                         help="concurrent connections of the 256-title runs")
-    parser.add_argument("--threads", type=int, default=1, help="the server's --threads")
+    parser.add_argument("--threads", type=int, default=2, help="the server's --threads")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where a PyTorch model runs (default: %(default)s)")
     serve.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                        help="as for predict (default: %(default)s)")
-    serve.add_argument("--threads", type=int, default=1,
+    serve.add_argument("--threads", type=int, default=2,
                        help="PyTorch threads for scoring (default: %(default)s; the event loop "
                             "runs beside them)")
     serve.add_argument("--max-titles", type=_positive, default=1024,
