@@ -1,7 +1,8 @@
 """The full challenge's scale: build challenge- and course-shaped files, run the stages on them.
 
     python benchmarks/scale.py --rows 2000000 [--format csv|jsonl|both] [--work /tmp/meli-scale]
-        [--stages ingest,prepare,featurize,embeddings,baseline] [--set embeddings.epochs=1 ...]
+        [--stages ingest,prepare,featurize,embeddings,baseline,linear]
+        [--set embeddings.epochs=1 ...]
 
 Two test files of `--rows` rows each, built once and kept under `--work` (a rerun reuses them):
 - `challenge-<rows>.csv.gz`: the MeLi 2019 challenge's `train.csv` shape, a header
@@ -46,7 +47,7 @@ import yaml
 from pipeline_speed import run_stage  # the same per-stage driver and measures
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "prepare", "featurize", "embeddings", "baseline")
+STAGES = ("ingest", "prepare", "featurize", "embeddings", "baseline", "linear")
 CATEGORIES = 1_600
 WORDS_PER_CATEGORY = 12
 BRANDS = 800
@@ -226,7 +227,7 @@ def build_jsonl(path: Path, rows: int, seed: int) -> None:
 
 _OUTPUTS = {"ingest": ["data/raw"], "prepare": ["data/prepared"],
             "featurize": ["data/features"], "embeddings": ["models/embeddings"],
-            "baseline": ["models/fasttext"]}
+            "baseline": ["models/fasttext"], "linear": ["models/linear"]}
 
 
 def _size_mb(workdir: Path, stage: str) -> float:
