@@ -36,10 +36,10 @@ def reproduced(tmp_path_factory) -> Path:
 def test_repro_builds_every_stage(reproduced):
     lock = yaml.safe_load((reproduced / "dvc.lock").read_text())
     expected = {"ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn",
-                "train@rnn", "baseline", "ensemble", "evaluate@mlp", "evaluate@cnn",
-                "evaluate@rnn", "evaluate@fasttext", "evaluate@ensemble"}
+                "train@rnn", "baseline", "linear", "ensemble", "evaluate@mlp", "evaluate@cnn",
+                "evaluate@rnn", "evaluate@fasttext", "evaluate@linear", "evaluate@ensemble"}
     assert set(lock["stages"]) == expected
-    for bundle in ("mlp", "cnn", "rnn", "fasttext", "ensemble"):
+    for bundle in ("mlp", "cnn", "rnn", "fasttext", "linear", "ensemble"):
         assert (reproduced / "models" / bundle / "config.json").exists()
 
 
