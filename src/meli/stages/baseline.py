@@ -1,4 +1,4 @@
-"""baseline: fastText's supervised classifier on the same training split, the reference to beat.
+"""baseline: fastText's supervised classifier on the same training split (settings: see README).
 
 It reads the same normalized titles as the PyTorch models, is bundled the same way
 (`models/fasttext/`) and logs its validation figures with dvclive like them, so `dvc exp show`

@@ -1,6 +1,6 @@
 """ensemble: combine the trained models' probabilities, with weights chosen on validation.
 
-For each member (`ensemble.members`: registered models and the fastText baseline) the stage
+For each member (`ensemble.members`: registered models, fastText and the linear model) the stage
 scores the validation titles through the member's own bundle, as `meli predict` would. It then
 fits, on validation only:
 - a temperature per member (`ensemble.temperature`), the one that minimizes the member's
