@@ -50,11 +50,11 @@ class LinearResult:
     seconds: float
 
 
-def _split(prepared_dir: Path, name: str):
+def _split(prepared_dir: Path, name: str, columns: list[str]):
     path = split_path(prepared_dir, name)
     if not path.exists():
         raise MeliError(f"{path}: not found; run the prepare stage first")
-    table = pq.read_table(path, columns=["title", "text", "label"])
+    table = pq.read_table(path, columns=columns)
     if len(table) == 0:
         raise MeliError(f"{path}: the {name} split is empty")
     return table
@@ -65,7 +65,10 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
     from dvclive import Live
 
     prepared_dir = Path(prepared_dir)
-    train, validation = _split(prepared_dir, "train"), _split(prepared_dir, "validation")
+    # The raw titles of the training split are not needed: on millions of rows they would
+    # double the table held while fitting.
+    train = _split(prepared_dir, "train", ["text", "label"])
+    validation = _split(prepared_dir, "validation", ["title", "text", "label"])
     labels = read_json(prepared_dir / LABELS_FILE)
     normalization = read_json(prepared_dir / NORMALIZATION_FILE)
     fitted = fit(train.column("text").combine_chunks(),
