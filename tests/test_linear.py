@@ -176,3 +176,18 @@ def test_the_svm_gives_the_same_weights_at_any_thread_count():
     assert (one.coef[:, 3] == 0).all() and one.intercept[3] == -1.0  # never seen: never chosen
     scores = np.asarray(one.features.matrix(texts) @ one.coef + one.intercept)
     assert (scores.argmax(axis=1) == labels).all()
+
+
+def test_balanced_class_weights_favour_the_rare_category_in_either_estimator():
+    texts = pa.array(["funda celular"] * 30 + ["funda iphone"] * 3 + ["zapatilla nike"] * 10)
+    labels = np.array([0] * 30 + [1] * 3 + [2] * 10)
+    for estimator in ("svm", "softmax"):
+        plain, balanced = (fit(texts, labels, 3, LinearParams(
+            estimator=estimator, char_min_df=1, class_weight=kind, epochs=3, batch_size=4))
+            for kind in ("none", "balanced"))
+        rare = plain.features.matrix(pa.array(["funda iphone"]))
+        # The rare category's score relative to the common one grows with balancing.
+        margin = [float(np.asarray(rare @ model.coef + model.intercept)[0, 1]
+                        - np.asarray(rare @ model.coef + model.intercept)[0, 0])
+                  for model in (plain, balanced)]
+        assert margin[1] > margin[0], estimator

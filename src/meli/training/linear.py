@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from meli.data.tfidf import TfidfFeatures, chunks, fit_features
 from meli.params import LinearParams
+from meli.training.optimization import class_weight_array
 
 log = logging.getLogger(__name__)
 
@@ -79,37 +80,37 @@ def fit_temperature(values: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return float(math.exp(result.x)), float(result.fun)
 
 
-def _class_weights(labels: np.ndarray, num_classes: int, kind: str) -> np.ndarray | None:
-    if kind == "none":
-        return None
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-
-
 def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_classes: int,
              params: LinearParams) -> tuple[np.ndarray, np.ndarray]:
-    """One binary LinearSVC per category seen, `params.threads` of them side by side (each is
-    its own seeded problem: the same weights at any thread count)."""
+    """liblinear's one-vs-rest SVM. Unweighted, its binary problems are fitted `params.threads`
+    side by side (each its own seeded problem: the same weights at any thread count); with class
+    weights, liblinear's own one-vs-rest weighs each category's positives in its problem, which
+    one shared binary estimator per category cannot, so it runs on one core."""
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.svm import LinearSVC
 
     matrix = sp.vstack([features.matrix(chunk) for chunk in chunks(texts, 100_000)]).tocsr()
-    weights = _class_weights(labels, num_classes, params.class_weight)
-    svm = LinearSVC(C=params.C, random_state=params.seed,
-                    class_weight=None if weights is None else dict(enumerate(weights)))
     seen = np.unique(labels)
+    weights = class_weight_array(labels, num_classes, params.class_weight)
+    svm = LinearSVC(C=params.C, random_state=params.seed,
+                    class_weight=None if weights is None
+                    else {int(category): float(weights[category]) for category in seen})
     # The categories it knows nothing of keep weight 0 and a low bias.
     coef = np.zeros((features.size, num_classes), np.float32)
     intercept = np.full(num_classes, -1.0, np.float32)
-    if len(seen) == 2:  # liblinear's binary case: one score s for seen[1], -s for seen[0]
-        svm.fit(matrix, labels)
-        coef[:, seen] = np.vstack([-svm.coef_, svm.coef_]).T
-        intercept[seen] = [-svm.intercept_[0], svm.intercept_[0]]
+    if weights is None and len(seen) > 2:
+        fitted = OneVsRestClassifier(svm, n_jobs=params.threads).fit(matrix, labels)
+        for category, estimator in zip(fitted.classes_, fitted.estimators_, strict=True):
+            coef[:, category] = estimator.coef_[0]
+            intercept[category] = estimator.intercept_[0]
         return coef, intercept
-    fitted = OneVsRestClassifier(svm, n_jobs=params.threads).fit(matrix, labels)
-    for category, estimator in zip(fitted.classes_, fitted.estimators_, strict=True):
-        coef[:, category] = estimator.coef_[0]
-        intercept[category] = estimator.intercept_[0]
+    svm.fit(matrix, labels)
+    seen_coef, seen_intercept = svm.coef_, svm.intercept_
+    if len(seen) == 2:  # liblinear's binary case: one score s for seen[1], -s for seen[0]
+        seen_coef = np.vstack([-seen_coef, seen_coef])
+        seen_intercept = np.concatenate([-seen_intercept, seen_intercept])
+    coef[:, svm.classes_] = seen_coef.T
+    intercept[svm.classes_] = seen_intercept
     return coef, intercept
 
 
@@ -123,7 +124,7 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
     try:
         table = torch.zeros(features.size, num_classes)
         bias = torch.zeros(num_classes)
-        class_weights = _class_weights(labels, num_classes, params.class_weight)
+        class_weights = class_weight_array(labels, num_classes, params.class_weight)
         if class_weights is not None:
             class_weights = torch.tensor(class_weights, dtype=torch.float32)
         shuffler = np.random.default_rng(params.seed)

@@ -12,7 +12,9 @@ from torch import nn
 from meli.params import TrainParams
 
 
-def class_weights(labels: np.ndarray, num_classes: int, scheme: str) -> torch.Tensor | None:
+def class_weight_array(labels: np.ndarray, num_classes: int, scheme: str) -> np.ndarray | None:
+    """Per-category loss weights (float64): none, balanced (1 / count) or sqrt (1 / sqrt(count)),
+    what the PyTorch models and the linear model both weigh their categories by."""
     if scheme == "none":
         return None
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
@@ -20,7 +22,12 @@ def class_weights(labels: np.ndarray, num_classes: int, scheme: str) -> torch.Te
     weights = 1.0 / counts if scheme == "balanced" else 1.0 / np.sqrt(counts)
     # Scaled so that the average row weighs 1 and the learning rate keeps its meaning.
     weights *= len(labels) / float((weights[labels]).sum())
-    return torch.tensor(weights, dtype=torch.float32)
+    return weights
+
+
+def class_weights(labels: np.ndarray, num_classes: int, scheme: str) -> torch.Tensor | None:
+    weights = class_weight_array(labels, num_classes, scheme)
+    return None if weights is None else torch.tensor(weights, dtype=torch.float32)
 
 
 def learning_rate_factor(schedule: str, warmup_fraction: float, total_steps: int):
