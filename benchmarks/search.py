@@ -1,19 +1,19 @@
 """Random search against successive halving, on the real MeLi sample through the DVC queue.
 
     python benchmarks/search.py --strategy random|halving [--trials 9] [--jobs 2]
-                                [--eta 3] [--min-epochs 1] [--rungs 3]
+                                [--model cnn|mlp|rnn|linear] [--eta 3] [--min-epochs 1] [--rungs 3]
                                 [--baseline DIR] [--keep DIR] [--sample PATH]
 
 Builds a git + DVC repository of this project on the real sample and runs the pipeline with the
 default params (the baseline commit; kept in `--baseline DIR` when given, and reused from there by
 the next run, so that both strategies start from the same commit). Then, in a copy of it,
-`meli search --strategy S --trials N --model cnn --run --jobs J` with the space in params.yaml,
+`meli search --strategy S --trials N --model M --run --jobs J` with the space in params.yaml,
 and reports the search's wall time, the epochs it trained, and the best full-budget trial's
 validation and test balanced accuracy beside the defaults'. The same seed draws the same N
 configurations for both strategies. `--eta`, `--min-epochs` and `--rungs` change the
 halving search's section of params.yaml (committed in the copy). With several jobs each
-training uses one thread (`train.threads=1`, for the defaults too), so that J trials share the
-cores fairly.
+training uses one thread (`train.threads=1` and `linear.threads=1`, for the defaults too), so
+that J trials share the cores fairly.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def baseline(directory: Path, sample: Path, jobs: int) -> Path:
     changes: dict = {"data": {"source": str(sample.resolve())}}
     if jobs > 1:
         changes["train"] = {"threads": 1}
+        changes["linear"] = {"threads": 1}
     repo = make_repo(directory, changes)
     started = time.perf_counter()
     dvc(repo, "repro")
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--strategy", choices=("random", "halving"), default="random")
     parser.add_argument("--trials", type=int, default=9)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--model", choices=("cnn", "mlp", "rnn", "linear"), default="cnn")
     parser.add_argument("--eta", type=int, help="search.eta for halving (default: params.yaml's)")
     parser.add_argument("--min-epochs", type=int, help="search.min_epochs for halving")
     parser.add_argument("--rungs", type=int, help="search.rungs for halving")
@@ -85,25 +87,28 @@ def main() -> None:
         started = time.perf_counter()
         # No time limit (a search takes tens of minutes); its progress bars show on stderr.
         subprocess.run([sys.executable, "-m", "meli", "search", "--strategy", args.strategy,
-                        "--trials", str(args.trials), "--model", "cnn", "--run",
+                        "--trials", str(args.trials), "--model", args.model, "--run",
                         "--jobs", str(args.jobs)], cwd=repo, env=environment(), check=True,
                        stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - started
         shown = json.loads(dvc(repo, "exp", "show", "--json", "--no-fetch").stdout)
-        done, failed, _ = rank(collect(shown, ["cnn"]))
+        done, failed, _ = rank(collect(shown, [args.model]))
         defaults = next(entry for entry in done if entry.name == BASELINE)
         trials = [entry for entry in done if entry.name != BASELINE]
-        full = defaults.params.get("train.epochs")
-        epochs = sum(int(entry.params.get("train.epochs", full)) for entry in trials)
-        print(f"{args.strategy}: {args.trials} CNN configurations, -j {args.jobs}: "
+        # A linear trial trains no epochs: every one of them runs its full budget.
+        epochs_of = ((lambda entry: 0) if args.model == "linear"
+                     else (lambda entry: int(entry.params.get("train.epochs", full))))
+        full = int(defaults.params.get("train.epochs", 0)) if args.model != "linear" else 0
+        epochs = sum(epochs_of(entry) for entry in trials)
+        print(f"{args.strategy}: {args.trials} {args.model} configurations, -j {args.jobs}: "
               f"{wall:.0f} s wall, {len(trials)} trials finished, {len(failed)} failed, "
               f"{epochs} epochs trained in all (at most {full} per trial)")
         print(f"{'':<22} {'epochs':>6} {'validation':>10} {'test':>8}")
         print(f"{'defaults':<22} {full:>6} {defaults.validation:>10.4f} {defaults.test:>8.4f}")
         for entry in trials:
-            print(f"{entry.name:<22} {entry.params.get('train.epochs', full):>6} "
+            print(f"{entry.name:<22} {epochs_of(entry):>6} "
                   f"{entry.validation:>10.4f} {entry.test:>8.4f}")
-        finished = [entry for entry in trials if entry.params.get("train.epochs", full) == full]
+        finished = [entry for entry in trials if epochs_of(entry) == full]
         if finished:
             best = finished[0]
             print(f"best full-budget trial {best.name}: validation {best.validation:.4f}, "

@@ -20,7 +20,7 @@ from meli.errors import MeliError
 from meli.layout import split_path
 from meli.params import LinearParams, load_params
 from meli.stages.linear import train_linear
-from meli.training.linear import fit, fit_temperature
+from meli.training.linear import fit, fit_temperature, mixing_weights, scores
 
 
 def reference_char_ngrams(text: str, low: int, high: int) -> collections.Counter:
@@ -80,11 +80,14 @@ def linear_bundle(pipeline):
 def test_the_linear_bundle_predicts_as_meli_predict_does_and_calibrates_on_validation(
         pipeline, linear_bundle):
     bundle, result = linear_bundle
-    assert result.estimator == "svm"  # a small training split: liblinear's SVM
+    # A small training split: liblinear's SVM and the softmax, mixed by their validation shares.
+    assert result.estimator == "svm+softmax"
+    assert sum(result.shares) == pytest.approx(1.0) and len(result.temperatures) == 2
     assert 0.8 < result.validation_balanced_accuracy <= 1.0
     assert {path.name for path in bundle.iterdir()} == {
         "config.json", "labels.json", "normalization.json", "word_keys.npy", "char_keys.npy",
-        "idf.npy", "coef.npy", "intercept.npy"}
+        "idf.npy", "svm.coef.npy", "svm.intercept.npy", "softmax.coef.npy",
+        "softmax.projection.npy", "softmax.intercept.npy"}
     classifier = load_classifier(bundle)
     test = pq.read_table(split_path(pipeline.prepared, "test"), columns=["title", "label"])
     probabilities = classifier.probabilities(test.column("title"))
@@ -104,7 +107,8 @@ def test_two_fits_give_the_same_bits(pipeline, linear_bundle, tmp_path):
     again = tmp_path / "linear"
     train_linear(LinearParams(), pipeline.prepared, again, tmp_path / "live")
     bundle, _ = linear_bundle
-    for name in ("coef.npy", "intercept.npy", "idf.npy", "word_keys.npy", "config.json"):
+    for name in ("svm.coef.npy", "svm.intercept.npy", "softmax.coef.npy",
+                 "softmax.projection.npy", "idf.npy", "word_keys.npy", "config.json"):
         assert hashlib.sha256((again / name).read_bytes()).digest() == \
             hashlib.sha256((bundle / name).read_bytes()).digest(), name
 
@@ -116,29 +120,63 @@ def test_a_tampered_array_fails_in_one_line_and_runs_nothing(linear_bundle, tmp_
     copy = tmp_path / "linear"
     shutil.copytree(bundle, copy)
     # An object array can only be read by unpickling: allow_pickle=False refuses it.
-    np.save(copy / "coef.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    np.save(copy / "svm.coef.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(MeliError, match="damaged linear bundle") as caught:
         load_classifier(copy)
     assert "\n" not in str(caught.value)
-    (copy / "coef.npy").write_bytes(b"\x93NUMPY garbage")
+    (copy / "svm.coef.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(MeliError, match="damaged linear bundle"):
         load_classifier(copy)
-    np.save(copy / "coef.npy", np.zeros((3, 2), np.float32))
-    with pytest.raises(MeliError, match="coef.npy: weights of float32"):
+    np.save(copy / "svm.coef.npy", np.zeros((3, 2), np.float32))
+    with pytest.raises(MeliError, match="svm.coef.npy: coef of float32"):
         load_classifier(copy)
 
 
-def test_the_softmax_estimator_learns_the_same_task_deterministically():
+@pytest.mark.parametrize("rank", [0, 4])
+def test_the_softmax_estimator_learns_the_same_task_deterministically(rank):
     texts = pa.array(["funda celular samsung", "funda iphone", "zapatilla nike running",
                       "zapatilla adidas", "celular samsung galaxy", "nike running short"] * 10)
     labels = np.array([0, 0, 1, 1, 0, 1] * 10)
     params = LinearParams(estimator="softmax", char_min_df=1, epochs=5, batch_size=8,
-                          learning_rate=0.5)
+                          learning_rate=0.5, rank=rank)
     first, second = (fit(texts, labels, 2, params) for _ in range(2))
     assert first.estimator == "softmax"
-    assert np.array_equal(first.coef, second.coef)
-    predicted = np.asarray(first.features.matrix(texts) @ first.coef + first.intercept)
+    head = first.heads[0]
+    assert head.coef.shape == (first.features.size, rank or 2) and head.rank == rank
+    assert (head.projection is None) == (rank == 0)
+    assert np.array_equal(head.coef, second.heads[0].coef)
+    predicted = scores(first.features, head, texts)
     assert (predicted.argmax(axis=1) == labels).all()
+
+
+def test_a_diverging_softmax_fails_in_one_line_naming_the_learning_rate():
+    texts = pa.array(["funda celular samsung", "zapatilla nike running", "libro"] * 20)
+    labels = np.array([0, 1, 2] * 20)
+    with pytest.raises(MeliError, match="diverged.*linear.learning_rate") as caught:
+        fit(texts, labels, 3, LinearParams(estimator="softmax", char_min_df=1, epochs=2,
+                                           batch_size=4, learning_rate=1e20, rank=8))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_factored_bundle_round_trips_through_meli_predict(pipeline, tmp_path):
+    params = LinearParams(estimator="softmax", rank=32, epochs=5, batch_size=16)
+    bundle = tmp_path / "linear"
+    result = train_linear(params, pipeline.prepared, bundle, tmp_path / "live")
+    assert result.estimator == "softmax" and result.validation_balanced_accuracy > 0.8
+    assert (bundle / "softmax.projection.npy").exists()
+    assert not (bundle / "svm.coef.npy").exists()
+    classifier = load_classifier(bundle)
+    assert classifier.heads[0].projection.shape == (32, len(classifier.labels))
+    titles = pq.read_table(split_path(pipeline.prepared, "test"), columns=["title"])
+    titles = titles.column("title").to_pylist()[:3]
+    shown = subprocess.run([sys.executable, "-m", "meli", "predict", "--model", str(bundle),
+                            "-k", "1", *titles], capture_output=True, text=True, check=True)
+    for title, row in zip(titles, classifier.top(titles, k=1), strict=True):
+        assert f"{100 * row[0][1]:5.1f}%  {row[0][0]}" in shown.stdout, title
+    np.save(bundle / "softmax.projection.npy",
+            np.zeros((31, len(classifier.labels)), np.float32))
+    with pytest.raises(MeliError, match="softmax.projection.npy: projection of float32"):
+        load_classifier(bundle)
 
 
 def test_the_temperature_minimizes_validation_log_loss():
@@ -172,10 +210,11 @@ def test_the_svm_gives_the_same_weights_at_any_thread_count():
     labels = np.array([0, 0, 1, 1, 0, 1, 2, 2] * 5)
     one, two = (fit(texts, labels, 4, LinearParams(estimator="svm", char_min_df=1, threads=t))
                 for t in (1, 2))
+    features = one.features
+    one, two = one.heads[0], two.heads[0]
     assert np.array_equal(one.coef, two.coef) and np.array_equal(one.intercept, two.intercept)
     assert (one.coef[:, 3] == 0).all() and one.intercept[3] == -1.0  # never seen: never chosen
-    scores = np.asarray(one.features.matrix(texts) @ one.coef + one.intercept)
-    assert (scores.argmax(axis=1) == labels).all()
+    assert (one.scores(features.matrix(texts)).argmax(axis=1) == labels).all()
 
 
 def test_balanced_class_weights_favour_the_rare_category_in_either_estimator():
@@ -185,9 +224,48 @@ def test_balanced_class_weights_favour_the_rare_category_in_either_estimator():
         plain, balanced = (fit(texts, labels, 3, LinearParams(
             estimator=estimator, char_min_df=1, class_weight=kind, epochs=3, batch_size=4))
             for kind in ("none", "balanced"))
-        rare = plain.features.matrix(pa.array(["funda iphone"]))
+        rare = pa.array(["funda iphone"])
         # The rare category's score relative to the common one grows with balancing.
-        margin = [float(np.asarray(rare @ model.coef + model.intercept)[0, 1]
-                        - np.asarray(rare @ model.coef + model.intercept)[0, 0])
+        margin = [float(np.diff(scores(model.features, model.heads[0], rare)[0, [0, 1]])[0])
                   for model in (plain, balanced)]
         assert margin[1] > margin[0], estimator
+
+
+def test_the_heads_shares_favour_the_head_of_lower_validation_log_loss():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 400)
+    sharp = np.full((400, 5), 0.05, np.float32)
+    sharp[np.arange(400), labels] = 0.8
+    flat = rng.dirichlet(np.ones(5), 400).astype(np.float32)
+    assert mixing_weights([sharp], labels) == [1.0]
+    first, second = mixing_weights([sharp, flat], labels)
+    assert first > 0.8 and first + second == pytest.approx(1.0)
+    assert mixing_weights([flat, sharp], labels)[1] > 0.8
+    # Two heads each right on half the titles: the mixture needs both.
+    half = labels.copy()
+    half[:200] = (half[:200] + 1) % 5
+    other = labels.copy()
+    other[200:] = (other[200:] + 1) % 5
+    one, two = (np.where(np.arange(5) == wrong[:, None], 0.6, 0.1).astype(np.float32)
+                for wrong in (half, other))
+    assert 0.3 <= mixing_weights([one, two], labels)[0] <= 0.7
+
+
+def test_temperatures_come_from_a_seeded_validation_sample_and_accuracy_from_all(
+        pipeline, tmp_path, monkeypatch):
+    import meli.stages.linear as stage
+
+    monkeypatch.setattr(stage, "CALIBRATION_ROWS", 40)
+    bundle = tmp_path / "linear"
+    result = train_linear(LinearParams(), pipeline.prepared, bundle, tmp_path / "live")
+    validation = pq.read_table(split_path(pipeline.prepared, "validation"),
+                               columns=["title", "label"])
+    assert len(validation) > 40
+    classifier = load_classifier(bundle)
+    predicted = classifier.predict(validation.column("title"))
+    # The reported figure is over every validation title, not the 40 calibrated on.
+    assert result.validation_balanced_accuracy == metrics.balanced_accuracy(
+        validation.column("label").to_numpy(), predicted, len(classifier.labels))
+    again = tmp_path / "again"
+    train_linear(LinearParams(), pipeline.prepared, again, tmp_path / "live2")
+    assert (again / "config.json").read_text() == (bundle / "config.json").read_text()
