@@ -231,24 +231,27 @@ def test_balanced_class_weights_favour_the_rare_category_in_either_estimator():
         assert margin[1] > margin[0], estimator
 
 
-def test_the_heads_shares_favour_the_head_of_lower_validation_log_loss():
+def test_the_heads_shares_favour_the_better_head_and_mix_complementary_ones():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 400)
     sharp = np.full((400, 5), 0.05, np.float32)
     sharp[np.arange(400), labels] = 0.8
     flat = rng.dirichlet(np.ones(5), 400).astype(np.float32)
-    assert mixing_weights([sharp], labels) == [1.0]
-    first, second = mixing_weights([sharp, flat], labels)
-    assert first > 0.8 and first + second == pytest.approx(1.0)
-    assert mixing_weights([flat, sharp], labels)[1] > 0.8
-    # Two heads each right on half the titles: the mixture needs both.
-    half = labels.copy()
-    half[:200] = (half[:200] + 1) % 5
-    other = labels.copy()
-    other[200:] = (other[200:] + 1) % 5
-    one, two = (np.where(np.arange(5) == wrong[:, None], 0.6, 0.1).astype(np.float32)
-                for wrong in (half, other))
-    assert 0.3 <= mixing_weights([one, two], labels)[0] <= 0.7
+    assert mixing_weights([sharp], labels, 5) == [1.0]
+    first, second = mixing_weights([sharp, flat], labels, 5)
+    assert first > 0.5 and first + second == pytest.approx(1.0)
+    assert mixing_weights([flat, sharp], labels, 5)[1] > 0.5
+    # Two heads, each right with confidence on half the titles and barely wrong on the
+    # other half: only a mixture gets every title right.
+    one = np.full((400, 5), 0.1, np.float32)
+    two = np.full((400, 5), 0.1, np.float32)
+    wrong = (labels + 1) % 5
+    for probabilities, right in ((one, np.arange(400) < 200), (two, np.arange(400) >= 200)):
+        probabilities[np.arange(400), np.where(right, labels, wrong)] = 0.6
+        probabilities[np.flatnonzero(~right), labels[~right]] = 0.3
+    share = mixing_weights([one, two], labels, 5)[0]
+    mixture = share * one + (1 - share) * two
+    assert 0 < share < 1 and (mixture.argmax(axis=1) == labels).all()
 
 
 def test_temperatures_come_from_a_seeded_validation_sample_and_accuracy_from_all(

@@ -4,8 +4,9 @@ It reads the same normalized titles as every other model, fits the n-gram vocabu
 their idf on the training split (meli.data.tfidf), the weights of liblinear's SVM and/or of a
 streamed softmax regression (meli.training.linear), then, on the validation split only, one
 temperature per head, so that its probabilities are calibrated for the ensemble, and the two
-heads' shares of the probabilities (least validation log loss). The bundle (`models/linear/`) is
-plain arrays and JSON; its validation figures are logged with dvclive like the other models'.
+heads' shares of the probabilities (best validation balanced accuracy, as the ensemble's).
+The bundle (`models/linear/`) is plain arrays and JSON; its validation figures are logged with
+dvclive like the other models'.
 
 Run by dvc.yaml as `python -m meli.stages.linear`; reads the `linear` section of params.yaml.
 """
@@ -97,7 +98,7 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
                  metrics.balanced_accuracy(calibration_truth, values.argmax(axis=1),
                                            len(labels)))
         del values
-    shares = mixing_weights(calibrated, calibration_truth)
+    shares = mixing_weights(calibrated, calibration_truth, len(labels))
     chosen = sum(share * part[np.arange(len(sample)), calibration_truth]
                  for share, part in zip(shares, calibrated, strict=True))
     log_loss = float(-np.log(np.maximum(chosen, 1e-12)).mean())

@@ -32,6 +32,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from meli.bundles.linear import Head
+from meli.bundles.metrics import balanced_accuracy
 from meli.data.tfidf import TfidfFeatures, chunks, fit_features
 from meli.errors import MeliError
 from meli.params import LinearParams
@@ -99,23 +100,25 @@ def fit_temperature(values: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     return float(math.exp(result.x)), float(result.fun)
 
 
-def mixing_weights(probabilities: list[np.ndarray], labels: np.ndarray,
+def mixing_weights(probabilities: list[np.ndarray], labels: np.ndarray, num_classes: int,
                    steps: int = 20) -> list[float]:
     """The heads' shares (multiples of 1/steps, summing to 1) whose mixture of calibrated
-    probabilities has the least validation log loss: one head keeps 1; of two, the first's
-    share is searched on the grid (lower shares first, so a tie keeps the smaller)."""
+    probabilities has the best validation balanced accuracy, lower log loss breaking ties (the
+    ensemble's rule): one head keeps 1; of two, the first's share is searched on the grid."""
     if len(probabilities) == 1:
         return [1.0]
     if len(probabilities) != 2:
         raise ValueError("mixing_weights: one or two heads")
     first, second = probabilities
     rows = np.arange(len(labels))
-    truth_first, truth_second = first[rows, labels], second[rows, labels]
-    losses = [float(-np.log(np.maximum(share * truth_first + (1 - share) * truth_second,
-                                       1e-12)).mean())
-              for share in np.arange(steps + 1) / steps]
-    share = int(np.argmin(losses)) / steps
-    return [share, 1.0 - share]
+    best, best_share = None, 0.0
+    for share in np.arange(steps + 1) / steps:
+        mixture = share * first + (1 - share) * second
+        loss = float(-np.log(np.maximum(mixture[rows, labels], 1e-12)).mean())
+        value = (balanced_accuracy(labels, mixture.argmax(axis=1), num_classes), -loss)
+        if best is None or value > best:
+            best, best_share = value, float(share)
+    return [best_share, 1.0 - best_share]
 
 
 def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_classes: int,
