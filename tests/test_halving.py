@@ -369,3 +369,20 @@ def test_a_queue_that_cannot_start_is_one_line(monkeypatch):
         0, "ERROR: you are not inside of a DVC repository\n", returncode=255))
     with pytest.raises(MeliError, match=r"^`dvc queue start` failed: ERROR: you are not inside"):
         git_dvc.run_queue(1, ["a"], poll_seconds=0)
+
+
+def test_meli_search_accepts_the_linear_model_on_its_command_line(tmp_path):
+    raw = to_dict(params_with())
+    raw["search"]["space"]["linear.C"] = {"loguniform": [0.1, 2.0]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "meli", "search", "--model", "linear",
+                             "--strategy", "random", "--trials", "2", "--dry-run"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    drawn = [line.split() for line in result.stdout.splitlines()]
+    assert [words[1][:10] for words in drawn] == ["linear-s0-", "linear-s0-"]
+    assert all(words[2].startswith("linear.C=") for words in drawn)
+    rejected = subprocess.run([sys.executable, "-m", "meli", "search", "--model", "svm",
+                               "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
+    assert rejected.returncode == 2 and "unknown model 'svm'" in rejected.stderr
+    assert "linear" in rejected.stderr.splitlines()[-1]

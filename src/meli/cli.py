@@ -136,10 +136,10 @@ def _positive(text: str) -> int:
     return value
 
 
-def _registered() -> tuple[str, ...]:
-    from meli.models import names  # the registry imports PyTorch: only once a name is given
+def _searchable() -> tuple[str, ...]:
+    from meli.experiments.search import searchable  # imports PyTorch: only once a name is given
 
-    return names()
+    return searchable()
 
 
 def _with_bundles() -> list[str]:
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: search.strategy")
     search.add_argument("--trials", type=_positive, help="default: search.trials")
     search.add_argument("--seed", type=int, help="default: search.seed")
-    search.add_argument("--model", action="append", type=_name_among(_registered),
+    search.add_argument("--model", action="append", type=_name_among(_searchable),
                         help="model(s) the trials train (repeatable; default: search.models)")
     search.add_argument("--run", action="store_true",
                         help="start the queue and wait for the trials, with a progress bar "
