@@ -44,7 +44,8 @@ def _describe(name: str) -> tuple[str, str]:
         return ("fastText supervised (linear over averaged word vectors)",
                 "fastText supervised classifier")
     if name == LINEAR:
-        return ("TF-IDF word and character n-grams, linear classifier, calibrated on validation",
+        return ("TF-IDF word and character n-grams, SVM and/or softmax regression heads "
+                "calibrated on validation",
                 "TF-IDF + linear model, the field's first baseline")
     summary = ARCHITECTURES[name].summary
     return (f"{name}: {summary}", f"PyTorch {name.upper()} over fine-tuned fastText vectors")
