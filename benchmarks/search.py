@@ -96,9 +96,12 @@ def main() -> None:
         defaults = next(entry for entry in done if entry.name == BASELINE)
         trials = [entry for entry in done if entry.name != BASELINE]
         # A linear trial trains no epochs: every one of them runs its full budget.
-        epochs_of = ((lambda entry: 0) if args.model == "linear"
-                     else (lambda entry: int(entry.params.get("train.epochs", full))))
-        full = int(defaults.params.get("train.epochs", 0)) if args.model != "linear" else 0
+        linear = args.model == "linear"
+        full = 0 if linear else int(defaults.params.get("train.epochs", 0))
+
+        def epochs_of(entry) -> int:
+            return 0 if linear else int(entry.params.get("train.epochs", full))
+
         epochs = sum(epochs_of(entry) for entry in trials)
         print(f"{args.strategy}: {args.trials} {args.model} configurations, -j {args.jobs}: "
               f"{wall:.0f} s wall, {len(trials)} trials finished, {len(failed)} failed, "

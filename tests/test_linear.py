@@ -20,7 +20,7 @@ from meli.errors import MeliError
 from meli.layout import split_path
 from meli.params import LinearParams, load_params
 from meli.stages.linear import train_linear
-from meli.training.linear import fit, fit_temperature, mixing_weights, scores
+from meli.training.linear import fit, fit_temperature, mixing_weights
 
 
 def reference_char_ngrams(text: str, low: int, high: int) -> collections.Counter:
@@ -145,7 +145,7 @@ def test_the_softmax_estimator_learns_the_same_task_deterministically(rank):
     assert head.coef.shape == (first.features.size, rank or 2) and head.rank == rank
     assert (head.projection is None) == (rank == 0)
     assert np.array_equal(head.coef, second.heads[0].coef)
-    predicted = scores(first.features, head, texts)
+    predicted = head.scores(first.features.matrix(texts))
     assert (predicted.argmax(axis=1) == labels).all()
 
 
@@ -226,7 +226,7 @@ def test_balanced_class_weights_favour_the_rare_category_in_either_estimator():
             for kind in ("none", "balanced"))
         rare = pa.array(["funda iphone"])
         # The rare category's score relative to the common one grows with balancing.
-        margin = [float(np.diff(scores(model.features, model.heads[0], rare)[0, [0, 1]])[0])
+        margin = [float(np.diff(model.heads[0].scores(model.features.matrix(rare))[0, [0, 1]])[0])
                   for model in (plain, balanced)]
         assert margin[1] > margin[0], estimator
 

@@ -74,11 +74,6 @@ def fit(texts: pa.Array, labels: np.ndarray, num_classes: int,
     return LinearFit(features, heads, time.perf_counter() - started)
 
 
-def scores(features: TfidfFeatures, head: Head, texts: pa.Array) -> np.ndarray:
-    """Decision scores (titles x classes, float32) of normalized texts by one head."""
-    return head.scores(features.matrix(texts))
-
-
 def fit_temperature(values: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The temperature T minimizing the log loss of softmax(values / T), and that log loss.
 
@@ -212,9 +207,10 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                     # d(summed cross entropy) / d scores = softmax - one-hot.
                     gradient = torch.softmax(scores, dim=1)
                     batch_targets = targets[first:last]
-                    chosen = gradient[torch.arange(last - first), batch_targets]
+                    batch_rows = torch.arange(last - first)
+                    chosen = gradient[batch_rows, batch_targets]
                     loss += float(-torch.log(chosen.clamp_min(1e-30)).sum())
-                    gradient[torch.arange(last - first), batch_targets] -= 1.0
+                    gradient[batch_rows, batch_targets] -= 1.0
                     if class_weights is not None:
                         gradient *= class_weights[batch_targets, None]
                     rate = params.learning_rate * max(0.0, 1.0 - step / total_steps)
@@ -228,8 +224,7 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                     # 256 titles) hundreds of times further than a rare one, which diverged on
                     # the 4.9M-title file at the default step (the mean trains on).
                     distinct, position = torch.unique(ids, return_inverse=True)
-                    owner = torch.repeat_interleave(torch.arange(last - first),
-                                                    lengths[first:last])
+                    owner = torch.repeat_interleave(batch_rows, lengths[first:last])
                     rows_gradient = torch.zeros(len(distinct), table.shape[1]).index_add_(
                         0, position, weights[:, None] * gradient[owner])
                     rows_gradient /= torch.bincount(position, minlength=len(distinct))[:, None]
