@@ -310,7 +310,7 @@ def test_apply_takes_the_best_full_budget_trial(monkeypatch):
     listed = shown(("cnn-s0-01-r0", "success", {"cnn": 0.95}),
                    ("cnn-s0-02-r2", "success", {"cnn": 0.85}))
     ranked, _, _ = rank(collect(listed, ["cnn"]))
-    assert apply_best(ranked, remote="origin") == "cnn-s0-02-r2"
+    assert apply_best(ranked, remote="origin").name == "cnn-s0-02-r2"
     assert called == [("exp", "pull", "--force", "origin", "cnn-s0-02-r2"),
                       ("exp", "apply", "cnn-s0-02-r2")]
     early = shown(("cnn-s0-01-r0", "success", {"cnn": 0.95}))

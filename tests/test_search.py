@@ -18,6 +18,8 @@ from meli.experiments import git_dvc
 from meli.experiments.leaderboard import (
     BASELINE,
     Entry,
+    apply_best,
+    best_experiment,
     collect,
     differing_keys,
     format_table,
@@ -171,9 +173,13 @@ def test_queue_records_the_searched_models_in_each_trial(monkeypatch):
 
 def test_no_stage_reads_the_search_section():
     # `-S search.models=...` must leave every stage up to date: no stage lists `search` among
-    # its params (nor the whole params file, which would include it).
+    # its params (nor the whole params file, which would include it), but the check of the
+    # whole file, whose output is the same for any valid params (test_check.py).
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    assert stages["check"]["params"] == [{"params.yaml": None}]
     for name, stage in stages.items():
+        if name == "check":
+            continue
         for entry in stage.get("params") or []:
             keys = [entry] if isinstance(entry, str) else [
                 key for listed in entry.values() for key in (listed or ["<all>"])]
@@ -275,12 +281,116 @@ def test_each_trial_is_ranked_by_the_models_it_searched():
     assert rows[2] == ["3", "mlp-s0-01", "mlp", "-", "4", "0.7500", "0.7400", "0.01"]
 
 
-def test_a_model_named_ranks_every_experiment_by_it():
+def test_a_model_named_keeps_the_experiments_that_retrained_it():
     done, _, _ = rank(collect(searched_by_each(["cnn"]), ["cnn"]))
     assert [(e.name, e.model, e.validation) for e in done] == [
-        ("cnn-s0-01", "cnn", 0.85), (BASELINE, "cnn", 0.80), ("mlp-s0-01", "cnn", 0.80)]
+        ("cnn-s0-01", "cnn", 0.85), (BASELINE, "cnn", 0.80)]  # not the MLP trial's stale 0.80
     done, _, _ = rank(collect(searched_by_each(["cnn"]), ["mlp", "cnn"]))
-    assert len(done) == 6
+    assert [(e.name, e.model) for e in done] == [
+        ("cnn-s0-01", "cnn"), (BASELINE, "cnn"), ("mlp-s0-01", "mlp"), (BASELINE, "mlp")]
+
+
+# What the issue's walk met: a commit with figures of every bundle (its ensemble and linear model
+# best on validation), CNN trials and a linear trial, as `dvc exp show --json` gives them, with
+# the hashes of the outputs that tell which bundles each experiment retrained.
+COMMIT_FIGURES = {"mlp": 0.9317, "cnn": 0.9316, "rnn": 0.9258, "fasttext": 0.8535,
+                  "linear": 0.9360, "ensemble": 0.9363}
+COMMIT_PARAMS = {"train": {"epochs": 10, "learning_rate": 0.004},
+                 "cnn": {"filters": 256, "kernel_sizes": [1, 2, 3]},
+                 "linear": {"C": 0.5}, "baseline": {"epochs": 30},
+                 "search": {"models": ["cnn"], "seed": 0}}
+
+
+def walked(*experiments: tuple[str, dict[str, float], dict]) -> list:
+    """A commit and its experiments: (name, {retrained bundle: validation}, params changes)."""
+    def data(figures: dict[str, float], params: dict, outs: dict[str, str]) -> dict:
+        metrics = {f"results/train/{model}/metrics.json": {"data": {"best": {
+            "validation_balanced_accuracy": value}}} for model, value in figures.items()}
+        return {"params": {"params.yaml": {"data": params}}, "metrics": metrics,
+                "outs": {f"models/{model}": {"hash": digest} for model, digest in outs.items()}}
+
+    commit_outs = {model: f"{model}-commit" for model in COMMIT_FIGURES}
+    rows = []
+    for name, figures, changes in experiments:
+        params = json.loads(json.dumps(COMMIT_PARAMS))
+        for section, values in changes.items():
+            params.setdefault(section, {}).update(values)
+        rows.append({"name": name, "executor": {"state": "success", "local": {"log": None}},
+                     "revs": [{"rev": "abc1234", "data": data(
+                         COMMIT_FIGURES | figures, params,
+                         commit_outs | {model: f"{model}-{name}" for model in figures})}]})
+    return [{"rev": "workspace", "data": data(COMMIT_FIGURES, COMMIT_PARAMS, commit_outs)},
+            {"rev": "1" * 40, "name": "main",
+             "data": data(COMMIT_FIGURES, COMMIT_PARAMS, commit_outs), "experiments": rows}]
+
+
+CNN_TRIALS = (("cnn-s0-01-aaaaaa", {"cnn": 0.9290}, {"cnn": {"filters": 128}}),
+              ("cnn-s0-02-bbbbbb", {"cnn": 0.9324}, {"cnn": {"filters": 512},
+                                                      "search": {"models": ["cnn"]}}))
+
+
+def test_a_search_is_ranked_against_the_commit_on_its_own_models_and_its_best_applied(
+        monkeypatch):
+    done, failed, pending = rank(collect(walked(*CNN_TRIALS)))
+    # The commit's ensemble (0.9363) and linear model (0.9360) are not what a CNN search beats.
+    assert [(e.name, e.model, e.validation) for e in done] == [
+        ("cnn-s0-02-bbbbbb", "cnn", 0.9324), (BASELINE, "cnn", 0.9316),
+        ("cnn-s0-01-aaaaaa", "cnn", 0.9290)]
+    called = []
+    monkeypatch.setattr(git_dvc, "dvc", lambda *arguments, **_: called.append(arguments))
+    applied = apply_best(done)
+    assert (applied.name, applied.models, applied.score, applied.commit) == (
+        "cnn-s0-02-bbbbbb", ("cnn",), 0.9324, 0.9316)
+    assert called == [("exp", "apply", "cnn-s0-02-bbbbbb")]
+
+
+def test_rows_show_only_the_params_their_model_reads():
+    linear = ("linear-s0-01-cccccc", {"linear": 0.9370}, {"linear": {"C": 1.5}})
+    plain = ("exp-1a2b3", {"mlp": 0.9330, "cnn": 0.9300, "rnn": 0.9260, "ensemble": 0.9365},
+             {"train": {"learning_rate": 0.003}})
+    done, failed, pending = rank(collect(walked(*CNN_TRIALS, linear, plain)))
+    board = {(e.name, e.model): e for e in done}
+    # A plain `dvc exp run` is ranked by every bundle it retrained, the commit by the same.
+    assert {model for name, model in board if name == "exp-1a2b3"} == {
+        "mlp", "cnn", "rnn", "ensemble"}
+    assert {model for name, model in board if name == BASELINE} == {
+        "mlp", "cnn", "rnn", "linear", "ensemble"}  # not fastText: nothing retrained it
+    lines = format_table(done, failed, pending, top=20).splitlines()
+    header = lines[1].split()
+    assert header[7:] == ["cnn.filters", "linear.C", "train.learning_rate"]
+    rows = {(row[1], row[2]): dict(zip(header, row, strict=True))
+            for row in (line.split() for line in lines[2:])}
+    assert rows["linear-s0-01-cccccc", "linear"] | {"rank": ""} == {
+        "rank": "", "experiment": "linear-s0-01-cccccc", "model": "linear", "rung": "-",
+        "epochs": "-", "validation": "0.9370", "test": "-", "cnn.filters": "-",
+        "linear.C": "1.5", "train.learning_rate": "-"}
+    assert [rows["cnn-s0-02-bbbbbb", "cnn"][key] for key in header[4:]] == [
+        "10", "0.9324", "-", "512", "-", "0.004"]
+    assert [rows[BASELINE, "mlp"][key] for key in header[7:]] == ["-", "-", "0.004"]
+    assert [rows["exp-1a2b3", "ensemble"][key] for key in header[7:]] == ["256", "0.5", "0.003"]
+
+
+def test_apply_refuses_to_choose_between_models_and_says_how(monkeypatch):
+    linear = ("linear-s0-01-cccccc", {"linear": 0.9370}, {"linear": {"C": 1.5}})
+    monkeypatch.setattr(git_dvc, "dvc", lambda *arguments, **_: pytest.fail("applied"))
+    done, _, _ = rank(collect(walked(*CNN_TRIALS, linear)))
+    with pytest.raises(MeliError) as refused:
+        apply_best(done)
+    assert str(refused.value) == (
+        "experiments that retrained different models beat the last commit "
+        "(linear-s0-01-cccccc (linear: 0.9370 against the commit's 0.9360); "
+        "cnn-s0-02-bbbbbb (cnn: 0.9324 against the commit's 0.9316)): choose one with --model")
+    done, _, _ = rank(collect(walked(*CNN_TRIALS, linear), ["cnn"]))
+    assert best_experiment(done).name == "cnn-s0-02-bbbbbb"
+
+
+def test_apply_refuses_when_the_commit_is_still_the_best():
+    worse = ("cnn-s0-03-dddddd", {"cnn": 0.9301}, {"cnn": {"filters": 384}})
+    done, _, _ = rank(collect(walked(CNN_TRIALS[0], worse)))
+    with pytest.raises(MeliError, match=r"^nothing to apply: no experiment beats the last commit "
+                                        r"on the models it retrained \(the best: cnn-s0-03-dddddd "
+                                        r"\(cnn: 0.9301 against the commit's 0.9316\)\)$"):
+        best_experiment(done)
 
 
 def test_a_commit_shows_every_model_it_has_figures_of():

@@ -98,8 +98,9 @@ def _leaderboard(args: argparse.Namespace) -> None:
 
     done = print_leaderboard(args.model, args.top, args.remote)
     if args.apply:
+        applied = apply_best(done, args.remote)
         log.info("leaderboard: applied %s to the workspace (dvc exp apply)",
-                 apply_best(done, args.remote))
+                 applied.describe())
 
 
 def _registry(args: argparse.Namespace) -> None:

@@ -1,20 +1,32 @@
 """`meli leaderboard`: experiments ranked by validation balanced accuracy, from `dvc exp show`.
 
-Each experiment is ranked by the models in its own params' `search.models`, which `meli search`
-sets to the models the trial trained (a trial of the MLP leaves the CNN's figures of its commit
-in place: ranking it by them would rank every MLP trial alike). A commit's own row is shown for
-the models its experiments searched. `--model` ranks every row by the models named instead.
+Each experiment is ranked by the models it retrained: those whose bundle (`models/<name>`) it
+changed from its commit's, as `dvc exp show` reports the outputs. A search trial reproduces only
+its models' stages, so a CNN trial is ranked by the CNN alone (the other models' figures in it
+are its commit's, left in place); a plain `dvc exp run` that retrained everything is ranked by
+every model. Where DVC reports no outputs, or an experiment changed no bundle, the models in its
+own params' `search.models` count (`meli search` sets them to the models the trial trained).
+The commit's own row (`(baseline)`) is shown for the models its experiments are ranked by, so a
+CNN search is ranked against the commit's CNN and not against the ensemble or the linear model.
+`--model` keeps only the experiments that retrained the models named, and the commit's rows of
+them.
+
+Each row shows only the params its model reads (its own section, `train` for the PyTorch
+models, and the sections upstream of its training), so a linear trial shows no `cnn.*` value and
+no epochs. `--apply` compares each experiment with the commit on the same models (the mean of
+their validation figures): it applies the best experiment that beats its commit, and refuses,
+naming them, when the experiments that do retrained different models (`--model` chooses).
 
 The test figure is shown beside the validation one but never used to rank: choosing among many
 trials by their test score would make that score optimistic. Failed trials are listed after the
 ranked ones with the last error line of their log; queued and running ones are counted.
 
 Each row shows the trial's rung (successive halving, from its name) and its budget
-(`train.epochs`). Trials that trained the full budget of their commit rank first, then the
-others by budget, the longest first: a trial stopped after one epoch is not comparable with one
-that trained ten, and `--apply` applies the best full-budget one. With `--remote`, the
-experiments of every machine that pushed to that Git remote are pulled first (`dvc exp pull
---no-cache`: their params and metrics, not their models).
+(`train.epochs`, for the PyTorch models). Trials that trained the full budget of their commit
+rank first, then the others by budget, the longest first: a trial stopped after one epoch is not
+comparable with one that trained ten, and `--apply` applies the best full-budget one. With
+`--remote`, the experiments of every machine that pushed to that Git remote are pulled first
+(`dvc exp pull --no-cache`: their params and metrics, not their models).
 """
 
 from __future__ import annotations
@@ -28,11 +40,14 @@ from typing import Any
 from meli.errors import MeliError
 from meli.experiments import git_dvc
 from meli.experiments.names import rung_of
-from meli.layout import model_metrics_path, train_results_dir
+from meli.layout import bundle_dir, model_metrics_path, train_results_dir
 
 BASELINE = "(baseline)"
-# Bundles that are no registered model yet have their validation and test figures.
-BUNDLES_BESIDES = ("fasttext", "ensemble")
+FASTTEXT, LINEAR, ENSEMBLE = "fasttext", "linear", "ensemble"
+# Every model is trained on the prepared titles; the PyTorch models also on the token ids and
+# the fastText vectors; every bundle's test figure comes from evaluate.
+SHARED_SECTIONS = ("data", "prepare", "evaluate")
+VECTOR_SECTIONS = ("featurize", "embeddings")
 
 
 @dataclass
@@ -42,15 +57,41 @@ class Entry:
     state: str  # success | failed | queued | running
     validation: float | None = None
     test: float | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # the params its model reads
     error: str | None = None
     rung: int | None = None  # successive halving's rung, from the trial's name
-    epochs: int | None = None  # the trial's train.epochs
+    epochs: int | None = None  # the trial's train.epochs (PyTorch models only)
     full: bool = True  # trained its commit's full train.epochs
+    models: tuple[str, ...] = ()  # every model its experiment is ranked by
 
     @property
     def partial(self) -> bool:
         return not self.full
+
+
+def bundles() -> list[str]:
+    """Every model with a bundle, in the registry's order (`meli.bundles.registry.models`)."""
+    from meli.bundles.registry import models  # imports PyTorch's registry: only when ranking
+
+    return models()
+
+
+def sections_read(model: str) -> set[str] | None:
+    """The params sections that the training and evaluation of `model` read, its own and those
+    of the stages upstream of it (a registered PyTorch model: `train` and its own section);
+    None for the ensemble, which reads every model's."""
+    if model == ENSEMBLE:
+        return None
+    own = {LINEAR: ("linear",), FASTTEXT: ("baseline",)}.get(model,
+                                                             ("train", model, *VECTOR_SECTIONS))
+    return {*SHARED_SECTIONS, *own}
+
+
+def own_params(params: dict[str, Any], model: str) -> dict[str, Any]:
+    """The flattened params that `model` reads (the search section never: no stage reads it)."""
+    sections = sections_read(model)
+    return {key: value for key, value in params.items() if not key.startswith("search.")
+            and (sections is None or key.split(".")[0] in sections)}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -82,60 +123,86 @@ def _last_error(log: str | None) -> str | None:
 
 
 def searched_models(params: dict[str, Any], known: Sequence[str]) -> list[str]:
-    """The registered models in flattened params' `search.models`, in the registry's order."""
+    """The models in flattened params' `search.models`, in the order of `known`."""
     listed = params.get("search.models")
     listed = listed if isinstance(listed, list) else []
     return [model for model in known if model in listed]
 
 
+def retrained_models(data: dict, commit: dict, known: Sequence[str]) -> list[str]:
+    """The models of `known` whose bundle an experiment's outputs (`data` of `dvc exp show`)
+    hold at another hash than its commit's."""
+    outs, before = data.get("outs") or {}, commit.get("outs") or {}
+    changed = []
+    for model in known:
+        path = bundle_dir(model).as_posix()  # `dvc exp show` names outputs with forward slashes
+        now = (outs.get(path) or {}).get("hash")
+        if now and now != (before.get(path) or {}).get("hash"):
+            changed.append(model)
+    return changed
+
+
 def collect(exp_show: list[dict], models: Sequence[str] | None = None,
             known: Sequence[str] | None = None) -> list[Entry]:
-    """One entry per (experiment, model) from `dvc exp show --json`, plus each commit's own row.
+    """One entry per (experiment, model) from `dvc exp show --json`, plus each commit's own rows.
 
-    Without `models`, each experiment counts for the models of its own params' `search.models`,
-    and a commit's row for every model it has a validation figure of: the registered ones, the
-    fastText baseline and the ensemble. `known` is the searchable models (`searchable()` of
-    `meli.experiments.search` when not given): an experiment whose params name none of them
-    counts for all of them.
+    Each experiment counts for the models it retrained (see the module's docstring), or with
+    `models`, for those of them it retrained. A commit's row counts for every model its
+    experiments count for; with no experiments, for every model it has a validation figure of.
+    `known` is every model with a bundle (`bundles()` when not given).
     """
-    if known is None:
-        from meli.experiments.search import searchable
-
-        known = searchable()
+    known = list(bundles() if known is None else known)
     entries = []
     for baseline in exp_show:
         if baseline.get("rev") == "workspace":
             continue
-        rows = [(BASELINE, baseline.get("data") or {}, {"state": "success"})]
+        commit = baseline.get("data") or {}
+        commit_params = _params_of(commit)
+        full = _epochs(commit_params)
+        rows = []
         for experiment in baseline.get("experiments") or []:
             revision = (experiment.get("revs") or [{}])[0]
-            rows.append((experiment.get("name") or revision.get("rev", "?")[:7],
-                         revision.get("data") or {}, experiment.get("executor") or {}))
-        parsed = [(name, data, executor, _params_of(data)) for name, data, executor in rows]
-        full = _epochs(parsed[0][3])
-        searched = [searched_models(params, known) for *_, params in parsed]
-        searched[0] = [*known, *BUNDLES_BESIDES]
-        for (name, data, executor, params), own in zip(parsed, searched, strict=True):
+            data = revision.get("data") or {}
+            params = _params_of(data)
+            executor = experiment.get("executor") or {}
             state = executor.get("state") or "success"
+            ranked_by = (retrained_models(data, commit, known)
+                         or searched_models(params, known) or known)
+            if models:
+                # A queued or failed trial has no outputs to tell by: it counts for `models`.
+                ranked_by = [model for model in models
+                             if model in ranked_by or state != "success"]
+            rows.append((experiment.get("name") or revision.get("rev", "?")[:7], data, params,
+                         state, executor, ranked_by))
+        if models:
+            commit_models = list(models)
+        elif rows:
+            commit_models = [model for model in known
+                             if any(model in ranked_by for *_, ranked_by in rows)]
+        else:
+            commit_models = [model for model in known
+                             if _validation(commit.get("metrics") or {}, model) is not None]
+        rows.insert(0, (BASELINE, commit, commit_params, "success", {}, commit_models))
+        for name, data, params, state, executor, ranked_by in rows:
             metrics = data.get("metrics") or {}
             error = _last_error((executor.get("local") or {}).get("log")) \
                 if state == "failed" else None
-            for model in models or own or known:
-                if name == BASELINE and not models and _metric(
-                        metrics, (train_results_dir(model) / "metrics.json").as_posix(),
-                        "best", "validation_balanced_accuracy") is None:
-                    continue  # a model this commit has no figures of
-                # `dvc exp show` names metrics files with forward slashes.
+            for model in ranked_by:
+                epochs = _epochs(params) if "train" in (sections_read(model) or ()) else None
                 entries.append(Entry(
                     name=name, model=model, state=state,
-                    validation=_metric(metrics,
-                                       (train_results_dir(model) / "metrics.json").as_posix(),
-                                       "best", "validation_balanced_accuracy"),
+                    validation=_validation(metrics, model),
                     test=_metric(metrics, model_metrics_path(model).as_posix(), "test",
                                  "balanced_accuracy"),
-                    params=params, error=error, rung=rung_of(name), epochs=_epochs(params),
-                    full=full is None or _epochs(params) in (None, full)))
+                    params=own_params(params, model), error=error, rung=rung_of(name),
+                    epochs=epochs, full=full is None or epochs in (None, full),
+                    models=tuple(ranked_by)))
     return entries
+
+
+def _validation(metrics: dict, model: str) -> float | None:
+    return _metric(metrics, (train_results_dir(model) / "metrics.json").as_posix(),
+                   "best", "validation_balanced_accuracy")
 
 
 def _epochs(params: dict[str, Any]) -> int | None:
@@ -159,10 +226,12 @@ def rank(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[Entry]]:
 
 
 def differing_keys(entries: list[Entry]) -> list[str]:
-    """Params keys whose value is not the same in every entry (the search section aside)."""
+    """Params keys whose value is not the same in every entry whose model reads them (the
+    search section and `train.epochs`, a column of its own, aside)."""
     keys = sorted({key for entry in entries for key in entry.params})
-    return [key for key in keys if not key.startswith("search.") and key != "train.epochs"
-            and len({json.dumps(entry.params.get(key), sort_keys=True) for entry in entries}) > 1]
+    return [key for key in keys if key != "train.epochs" and not key.startswith("search.")
+            and len({json.dumps(entry.params[key], sort_keys=True) for entry in entries
+                     if key in entry.params}) > 1]
 
 
 def format_table(done: list[Entry], failed: list[Entry], pending: list[Entry], top: int) -> str:
@@ -172,13 +241,15 @@ def format_table(done: list[Entry], failed: list[Entry], pending: list[Entry], t
     rows = [[str(i), e.name, e.model, "-" if e.rung is None else str(e.rung),
              "-" if e.epochs is None else f"{e.epochs}{'' if e.full else '*'}",
              f"{e.validation:.4f}", "-" if e.test is None else f"{e.test:.4f}",
-             *[_short(e.params.get(k)) for k in keys]] for i, e in enumerate(shown, start=1)]
+             *[_short(e.params[k]) if k in e.params else "-" for k in keys]]
+            for i, e in enumerate(shown, start=1)]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows,
                                                                         strict=True)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
              .rstrip() for row in [header, *rows]]
-    lines[0:0] = ["balanced accuracy on validation (ranks) and test (shown only); "
-                  "full-budget trials first, * a shorter budget"]
+    lines[0:0] = ["balanced accuracy on validation (ranks) and test (shown only), each "
+                  "experiment by the models it retrained; full-budget trials first, * a "
+                  "shorter budget; - a param its model does not read"]
     seen_failures = set()
     for entry in failed:
         if entry.name not in seen_failures:
@@ -202,9 +273,9 @@ def pull(remote: str) -> None:
 
 def leaderboard(models: Sequence[str] | None, top: int,
                 remote: str | None = None) -> tuple[str, list[Entry]]:
-    """The table of the `top` best, and every ranked entry (best first). With `models`, every
-    row is ranked by those models; without, each by the models it searched. With `remote`,
-    the experiments pushed there are pulled first."""
+    """The table of the `top` best, and every ranked entry (best first). With `models`, only
+    the experiments that retrained them, ranked by them; without, each experiment by the
+    models it retrained. With `remote`, the experiments pushed there are pulled first."""
     if remote is not None:
         pull(remote)
     done, failed, pending = rank(collect(git_dvc.exp_show(), models))
@@ -214,18 +285,67 @@ def leaderboard(models: Sequence[str] | None, top: int,
     return format_table(done, failed, pending, top), done
 
 
-def apply_best(done: list[Entry], remote: str | None = None) -> str:
-    """`dvc exp apply` the best full-budget entry's experiment; its name. With `remote`, its
-    outputs are pulled from there first (`dvc exp pull`), in case another machine ran it."""
+@dataclass(frozen=True)
+class Candidate:
+    """An experiment set against its commit on the models it retrained."""
+
+    name: str
+    models: tuple[str, ...]
+    score: float  # the mean of its validation figures over `models`
+    commit: float | None  # the commit's mean over the same models (None: it has no figures)
+
+    def describe(self) -> str:
+        against = "" if self.commit is None else f" against the commit's {self.commit:.4f}"
+        return f"{self.name} ({'+'.join(self.models)}: {self.score:.4f}{against})"
+
+
+def candidates(done: list[Entry]) -> list[Candidate]:
+    """Every full-budget experiment of `done`, best first, with its commit's figure on the
+    same models."""
     full = [entry for entry in done if entry.full]
-    if not full or all(entry.name == BASELINE for entry in full):
+    commit = {entry.model: entry.validation for entry in full if entry.name == BASELINE}
+    figures: dict[str, dict[str, float]] = {}
+    for entry in full:
+        if entry.name != BASELINE and entry.validation is not None:
+            figures.setdefault(entry.name, {})[entry.model] = entry.validation
+    found = []
+    for name, by_model in figures.items():
+        models = tuple(by_model)
+        score = sum(by_model.values()) / len(by_model)
+        theirs = [commit.get(model) for model in models]
+        found.append(Candidate(name, models, score, None if None in theirs else
+                               sum(theirs) / len(theirs)))  # type: ignore[arg-type]
+    return sorted(found, key=lambda candidate: (-candidate.score, candidate.name))
+
+
+def best_experiment(done: list[Entry]) -> Candidate:
+    """The experiment `--apply` applies: the best full-budget one that beats its commit on the
+    models it retrained. MeliError when none does, or when those that do retrained different
+    models (`--model` chooses)."""
+    full = [entry for entry in done if entry.full]
+    found = candidates(done)
+    if not found:
         raise MeliError("no successful full-budget experiment to apply" +
                         (" (only shorter rungs so far: `meli search --next-rung`)"
                          if done and not full else ""))
-    best = full[0]
-    if best.name == BASELINE:
-        raise MeliError("the last commit's params are already the best: nothing to apply")
+    better = [c for c in found if c.commit is None or c.score > c.commit]
+    if not better:
+        raise MeliError(f"nothing to apply: no experiment beats the last commit on the models it "
+                        f"retrained (the best: {found[0].describe()})")
+    groups = {c.models: c for c in reversed(better)}  # the best of each set of models
+    if len(groups) > 1:
+        shown = "; ".join(c.describe() for c in sorted(
+            groups.values(), key=lambda c: (-c.score, c.name)))
+        raise MeliError(f"experiments that retrained different models beat the last commit "
+                        f"({shown}): choose one with --model")
+    return better[0]
+
+
+def apply_best(done: list[Entry], remote: str | None = None) -> Candidate:
+    """`dvc exp apply` the experiment `best_experiment` chooses; it. With `remote`, its outputs
+    are pulled from there first (`dvc exp pull`), in case another machine ran it."""
+    best = best_experiment(done)
     if remote is not None:
         git_dvc.dvc("exp", "pull", "--force", remote, best.name)
     git_dvc.dvc("exp", "apply", best.name)
-    return best.name
+    return best
