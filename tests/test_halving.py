@@ -198,6 +198,9 @@ def stand_in(monkeypatch):
     return make
 
 
+CNN_SEARCH = search.SearchSettings("halving", ("cnn",), 0, 9)
+
+
 def drawn(params: Params) -> dict[int, search.Trial]:
     return dict(enumerate(search.sample_trials(params, 9, 0, ["cnn"]), start=1))
 
@@ -206,7 +209,7 @@ def test_run_goes_rung_after_rung_to_the_best_configuration(stand_in):
     quality = {1: 0.50, 2: 0.61, 3: 0.40, 4: 0.62, 5: 0.70, 6: 0.10, 7: 0.60, 8: 0.30, 9: 0.20}
     dvc = stand_in(quality)
     params = params_with()
-    step = halving.advance(params, drawn(params), ["cnn"], 0, dvc.run)
+    step = halving.advance(params, drawn(params), CNN_SEARCH, dvc.run)
     assert step == Step("done", 2, 10, (5,))
     assert [(rung, len(names)) for rung, names in dvc.runs] == [(0, 9), (1, 3), (2, 1)]
     assert dvc.runs[1][1] == ["cnn-s0-02-r1", "cnn-s0-04-r1", "cnn-s0-05-r1"]
@@ -221,7 +224,7 @@ def test_a_rung_of_fewer_trials_than_jobs_shares_the_cores(stand_in, monkeypatch
     raw = to_dict(params_with())
     raw["train"]["threads"] = 1  # one thread per trial, two trials at a time
     params = parse_params(raw, models=params_classes())
-    halving.advance(params, drawn(params), ["cnn"], 0, dvc.run, jobs=2)
+    halving.advance(params, drawn(params), CNN_SEARCH, dvc.run, jobs=2)
     # Rungs of 9 and 3 keep both cores busy; the last, one trial, gets both.
     assert {name: threads for name, threads in dvc.threads.items() if threads} == \
         {"cnn-s0-09-r2": 2}
@@ -235,13 +238,13 @@ def test_without_run_each_step_queues_one_rung_and_is_safe_to_repeat(stand_in):
     dvc = stand_in({i: i / 10 for i in range(1, 10)})
     params = params_with()
     trials = drawn(params)
-    first = halving.advance(params, trials, ["cnn"], 0)
+    first = halving.advance(params, trials, CNN_SEARCH)
     assert (first.action, first.rung, len(first.indices)) == ("queue", 0, 9)
-    again = halving.advance(params, trials, ["cnn"], 0)  # nothing ran yet: the same rung waits
+    again = halving.advance(params, trials, CNN_SEARCH)  # nothing ran yet: the same rung waits
     assert (again.action, again.rung, again.indices) == ("wait", 0, first.indices)
     assert len(dvc.queued) == 9  # nothing queued twice
     dvc.run(first, [name for name, _ in dvc.queued])
-    promoted = halving.advance(params, trials, ["cnn"], 0)
+    promoted = halving.advance(params, trials, CNN_SEARCH)
     assert promoted == Step("queue", 1, 3, (7, 8, 9))
     # The trial keeps its drawn values on every rung.
     name = trial_name("cnn-s0", 9, 1)
@@ -253,8 +256,65 @@ def test_a_run_stops_when_a_rung_fails_entirely(stand_in):
     dvc = stand_in(quality, fails={"cnn-s0-07-r1", "cnn-s0-08-r1", "cnn-s0-09-r1"})
     params = params_with()
     with pytest.raises(MeliError, match=r"^rung 1: all 3 trial\(s\) failed"):
-        halving.advance(params, drawn(params), ["cnn"], 0, dvc.run)
+        halving.advance(params, drawn(params), CNN_SEARCH, dvc.run)
     assert not [name for name, _ in dvc.queued if name.endswith("-r2")]
+
+
+# --- resuming a search as it was started --------------------------------------------------------
+
+def under_way(*searches: search.SearchSettings) -> list:
+    """`dvc exp show --json` of a commit holding rung-0 trials of these searches."""
+    return [{"rev": "1" * 40, "experiments": [
+        {"name": trial_name(settings.prefix, index, 0), "revs": [{"data": {"params": {
+            "params.yaml": {"data": {"search": {
+                "strategy": settings.strategy, "models": list(settings.models),
+                "seed": settings.seed, "trials": settings.trials}}}}}}]}
+        for settings in searches for index in range(1, settings.trials + 1)]}]
+
+
+def search_args(*flags: str):
+    from meli.cli import build_parser
+
+    return build_parser().parse_args(["search", *flags])
+
+
+def test_next_rung_resumes_the_search_as_it_was_started():
+    from meli.experiments.driver import settings_for
+
+    params = params_with(trials=12, seed=0)  # what params.yaml says; the search said otherwise
+    two = search.SearchSettings("halving", ("cnn",), 0, 2)
+    assert settings_for(search_args("--next-rung"), params, under_way(two)) == two
+    other = search.SearchSettings("halving", ("mlp",), 5, 3)
+    assert settings_for(search_args("--strategy", "halving", "--model", "mlp", "--seed", "5"),
+                        params, under_way(two, other)) == other
+    with pytest.raises(MeliError, match=r"^--next-rung: 2 successive halving searches on this "
+                                        r"commit \(cnn-s0 \(halving, 2 configuration\(s\) of "
+                                        r"cnn, seed 0\); mlp-s5 .*\): say which with --model "
+                                        r"and --seed$"):
+        settings_for(search_args("--next-rung"), params, under_way(two, other))
+    assert settings_for(search_args("--next-rung", "--seed", "5"), params,
+                        under_way(two, other)) == other
+    with pytest.raises(MeliError, match=r"^--trials 12: the search cnn-s0 \(halving, 2 "
+                                        r"configuration\(s\) of cnn, seed 0\) is under way"):
+        settings_for(search_args("--strategy", "halving", "--trials", "12"), params,
+                     under_way(two))
+
+
+def test_next_rung_with_no_search_to_promote_says_so():
+    from meli.experiments.driver import settings_for
+
+    params = params_with()
+    with pytest.raises(MeliError, match=r"^--next-rung: no successive halving search on this "
+                                        r"commit to promote; start one with `meli search "
+                                        r"--strategy halving`$"):
+        settings_for(search_args("--next-rung"), params, [])
+    random_one = search.SearchSettings("random", ("cnn",), 0, 4)
+    with pytest.raises(MeliError, match="no successive halving search of mlp-s0 on this"):
+        settings_for(search_args("--next-rung", "--model", "mlp"), params,
+                     under_way(random_one))
+    # A new search: the flags, then params.yaml.
+    assert settings_for(search_args("--strategy", "halving", "--trials", "3"), params,
+                        under_way(random_one)) == search.SearchSettings("halving", ("cnn",), 0, 3)
 
 
 # --- shards -------------------------------------------------------------------------------------

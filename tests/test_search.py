@@ -25,7 +25,15 @@ from meli.experiments.leaderboard import (
     format_table,
     rank,
 )
-from meli.experiments.search import Trial, queue, record_models, sample_trials, searchable, targets
+from meli.experiments.search import (
+    SearchSettings,
+    Trial,
+    queue,
+    recorded_searches,
+    sample_trials,
+    searchable,
+    targets,
+)
 from meli.models import names, params_classes
 from meli.params import Params, parse_params, to_dict
 from meli.params.load import _Loader
@@ -155,20 +163,40 @@ def test_set_params_values_read_back_as_the_same_values():
         assert yaml.load(text, Loader=_Loader) == values[key]
 
 
-def test_queue_records_the_searched_models_in_each_trial(monkeypatch):
+def test_queue_records_what_the_search_is_in_each_trial(monkeypatch):
     runs = []
     monkeypatch.setattr(git_dvc, "check_committed", lambda: None)
     monkeypatch.setattr(git_dvc, "existing_experiments", lambda: {"mlp-done"})
     monkeypatch.setattr(git_dvc, "dvc", lambda *arguments, check=True: runs.append(arguments))
     trials = [Trial("mlp-done", {"train.learning_rate": 0.01}),
               Trial("mlp-new", {"train.learning_rate": 1e-05, "mlp.hidden_sizes": [64, 32]})]
-    assert queue(trials, ["mlp"]) == trials[1:]
+    assert queue(trials, SearchSettings("random", ("mlp",), 3, 2)) == trials[1:]
     assert runs == [("exp", "run", "--queue", "-n", "mlp-new",
                      "-S", "train.learning_rate=1.0e-05", "-S", "mlp.hidden_sizes=[64, 32]",
-                     "-S", "search.models=[mlp]", "train@mlp", "evaluate@mlp")]
-    key, text = record_models(["mlp", "cnn"])[1].split("=", 1)
-    assert key == "search.models"
-    assert yaml.load(text, Loader=_Loader) == ["mlp", "cnn"]
+                     "-S", "search.strategy=random", "-S", "search.models=[mlp]",
+                     "-S", "search.seed=3", "-S", "search.trials=2", "train@mlp", "evaluate@mlp")]
+    recorded = SearchSettings("halving", ("mlp", "cnn"), 0, 12).set_params()
+    assert {key: yaml.load(text, Loader=_Loader) for key, text in (
+        argument.split("=", 1) for argument in recorded[1::2])} == {
+        "search.strategy": "halving", "search.models": ["mlp", "cnn"], "search.seed": 0,
+        "search.trials": 12}
+
+
+def test_the_searches_under_way_are_read_from_their_trials_params():
+    def trial(name: str, section: dict) -> dict:
+        return {"name": name, "revs": [{"data": {"params": {"params.yaml": {"data": {
+            "search": {"space": {}, "eta": 3} | section}}}}}]}
+
+    halving = {"strategy": "halving", "models": ["cnn"], "seed": 0, "trials": 2}
+    shown = [{"rev": "workspace"}, {"rev": "1" * 40, "experiments": [
+        trial("cnn-s0-01-r0", halving), trial("cnn-s0-02-r0", halving),
+        trial("mlp-s4-01-5e1f0a", {"strategy": "random", "models": ["mlp"], "seed": 4,
+                                   "trials": 5}),
+        # params.yaml's own section in a plain `dvc exp run`, and a trial of an older meli
+        trial("exp-1a2b3", {"strategy": "random", "models": ["cnn"], "seed": 0, "trials": 12}),
+        trial("cnn-s1-01-r0", {"models": ["cnn"], "seed": 1})]}]
+    assert recorded_searches(shown) == [SearchSettings("halving", ("cnn",), 0, 2),
+                                        SearchSettings("random", ("mlp",), 4, 5)]
 
 
 def test_no_stage_reads_the_search_section():

@@ -32,10 +32,10 @@ def readme_study_commands() -> dict[str, list[str]]:
         "### The original study's settings", 1)[1].split("\n### ", 1)[0]
     commands = {}
     for line in section.splitlines():
-        if line.startswith("dvc exp run -n study-"):
+        if line.startswith("dvc exp run ") and " -n study-" in line:
             words = shlex.split(line)
             settings = [words[i + 1] for i, word in enumerate(words) if word == "-S"]
-            commands[words[4]] = settings
+            commands[words[words.index("-n") + 1]] = settings
     return commands
 
 

@@ -29,8 +29,8 @@ from meli.errors import MeliError
 from meli.experiments import git_dvc
 from meli.experiments.leaderboard import collect
 from meli.experiments.names import HALVING_NAME as NAME
-from meli.experiments.names import prefix, trial_name
-from meli.experiments.search import Trial, record_models, targets
+from meli.experiments.names import trial_name
+from meli.experiments.search import SearchSettings, Trial, targets
 from meli.params import Params
 
 
@@ -145,17 +145,17 @@ def threads_for(step: Step, params: Params, jobs: int | None, cores: int) -> int
     return share if share > params.train.threads else None
 
 
-def queue_rung(step: Step, trials: dict[int, Trial], models: Sequence[str],
-               search_prefix: str, threads: int | None = None) -> list[str]:
+def queue_rung(step: Step, trials: dict[int, Trial], settings: SearchSettings,
+               threads: int | None = None) -> list[str]:
     """Queue `step`'s trials on its rung with its budget (and `threads`, when given); their
     names. A value the trial drew from the space comes last, so it wins."""
     names = []
     extra = [] if threads is None else ["-S", f"train.threads={threads}"]
     for index in step.indices:
-        name = trial_name(search_prefix, index, step.rung)
+        name = trial_name(settings.prefix, index, step.rung)
         git_dvc.dvc("exp", "run", "--queue", "-n", name,
                      "-S", f"train.epochs={step.budget}", *extra, *trials[index].set_params(),
-                     *record_models(models), *targets(models))
+                     *settings.set_params(), *targets(settings.models))
         names.append(name)
     return names
 
@@ -167,17 +167,17 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def advance(params: Params, trials: dict[int, Trial], models: Sequence[str], seed: int,
+def advance(params: Params, trials: dict[int, Trial], settings: SearchSettings,
             run: Callable[[Step, list[str]], None] | None = None,
             jobs: int | None = None) -> Step:
-    """One step of the search (`run` None), or every step until the last rung is done, `run`
-    starting the queue with `jobs` workers and waiting for a rung's trials. The step the
+    """One step of the search `settings` (`run` None), or every step until the last rung is
+    done, `run` starting the queue with `jobs` workers and waiting for a rung's trials.
+    `trials` are this machine's configurations, by their place in the whole draw. The step the
     search stopped at."""
     rungs = plan(params)
-    search_prefix = prefix(models, seed)
     waited: Step | None = None
     while True:
-        found = outcomes(git_dvc.exp_show(), search_prefix, models, list(trials))
+        found = outcomes(git_dvc.exp_show(), settings.prefix, settings.models, list(trials))
         step = next_step(found, list(trials), rungs)
         if step == waited:
             raise MeliError(f"rung {step.rung}: the queue is done but DVC still lists "
@@ -185,7 +185,7 @@ def advance(params: Params, trials: dict[int, Trial], models: Sequence[str], see
                             f"`dvc queue status` and `dvc queue logs`")
         if step.action == "queue":
             git_dvc.check_committed()
-            names = queue_rung(step, trials, models, search_prefix,
+            names = queue_rung(step, trials, settings,
                                threads_for(step, params, jobs if run else None, cores()))
             if run is None:
                 return step
@@ -193,7 +193,7 @@ def advance(params: Params, trials: dict[int, Trial], models: Sequence[str], see
         elif step.action == "wait":
             if run is None:
                 return step
-            run(step, [trial_name(search_prefix, index, step.rung) for index in step.indices])
+            run(step, [trial_name(settings.prefix, index, step.rung) for index in step.indices])
             waited = step
         else:
             return step

@@ -15,8 +15,9 @@ grammar is in `meli.experiments.space`):
 
 `meli search` draws the trials from the seed (the same seed and count give the same trials),
 checks each against the params' types and ranges, and queues one `dvc exp run --queue` per trial
-that reproduces only the chosen models' stages. Each trial also records the models it searched
-(`-S search.models=[...]`, a section no stage reads) so that the leaderboard ranks it by them.
+that reproduces only the chosen models' stages. Each trial also records what its search is
+(`-S search.models=[...]` and the strategy, seed and number of trials: `SearchSettings`), so
+that the leaderboard knows its models and a later `meli search` resumes that search.
 `dvc queue start` (or `--run`) runs them. `search.strategy: halving` runs the same trials as
 successive halving instead (`meli.experiments.halving`).
 
@@ -37,6 +38,7 @@ import yaml
 
 from meli.errors import MeliError
 from meli.experiments import git_dvc
+from meli.experiments.names import prefix
 from meli.experiments.space import digest, draw, parse_space, with_values
 from meli.models import names, params_classes
 from meli.params import Params, parse_params, to_dict
@@ -134,7 +136,7 @@ def sample_trials(params: Params, trials: int, seed: int, models: Sequence[str])
         except MeliError as error:
             raise MeliError(f"search.space: trial {values} is not valid params: "
                             f"{str(error).split(': ', 1)[1]}") from None
-        found.append(Trial(f"{'-'.join(models)}-s{seed}-{len(found) + 1:02d}-{key}", values))
+        found.append(Trial(f"{prefix(models, seed)}-{len(found) + 1:02d}-{key}", values))
     return found
 
 
@@ -174,15 +176,63 @@ def targets(models: Sequence[str]) -> list[str]:
     return stages
 
 
-def record_models(models: Sequence[str]) -> list[str]:
-    """`-S search.models=[...]`: the searched models, kept in the trial's own params for the
-    leaderboard. No stage has `search` among its params, so this makes nothing stale."""
-    return ["-S", f"search.models={_yaml(list(models))}"]
+@dataclass(frozen=True)
+class SearchSettings:
+    """What a search is: its strategy, models, seed and number of configurations (all shards
+    together). Each trial records them in its own params (`-S search.strategy=...`, ...), so
+    that the leaderboard knows the models a trial trained and a later `meli search` resumes
+    the search as it was started, whatever that call's flags or params.yaml would default to.
+    Only the check stage reads the `search` section, and its output does not change with it:
+    recording them makes no other stage stale."""
+
+    strategy: str  # random | halving
+    models: tuple[str, ...]
+    seed: int
+    trials: int
+
+    @property
+    def prefix(self) -> str:
+        """What each of its trials is named with first: `cnn-s0`."""
+        return prefix(self.models, self.seed)
+
+    def set_params(self) -> list[str]:
+        values = {"search.strategy": self.strategy, "search.models": list(self.models),
+                  "search.seed": self.seed, "search.trials": self.trials}
+        return [argument for key, value in values.items()
+                for argument in ("-S", f"{key}={_yaml(value)}")]
+
+    def describe(self) -> str:
+        return (f"{self.prefix} ({self.strategy}, {self.trials} configuration(s) of "
+                f"{', '.join(self.models)}, seed {self.seed})")
 
 
-def queue(trials: Sequence[Trial], models: Sequence[str], force: bool = False) -> list[Trial]:
+def recorded_searches(exp_show: list[dict[str, Any]]) -> list[SearchSettings]:
+    """The searches that the experiments of `dvc exp show --json` are trials of (queued,
+    running and finished alike), as their params record them, in the order first met."""
+    found: dict[SearchSettings, None] = {}
+    for baseline in exp_show:
+        for experiment in baseline.get("experiments") or []:
+            data = ((experiment.get("revs") or [{}])[0].get("data") or {})
+            section = (((data.get("params") or {}).get("params.yaml") or {}).get("data")
+                       or {}).get("search") or {}
+            strategy, models = section.get("strategy"), section.get("models")
+            seed, trials = section.get("seed"), section.get("trials")
+            if not (strategy in ("random", "halving") and isinstance(models, list) and models
+                    and all(isinstance(model, str) for model in models)
+                    and isinstance(seed, int) and isinstance(trials, int)):
+                continue
+            settings = SearchSettings(strategy, tuple(models), seed, trials)
+            # A plain `dvc exp run` carries params.yaml's search section too: only trials,
+            # named after their search, count.
+            if str(experiment.get("name") or "").startswith(f"{settings.prefix}-"):
+                found[settings] = None
+    return list(found)
+
+
+def queue(trials: Sequence[Trial], settings: SearchSettings,
+          force: bool = False) -> list[Trial]:
     """Queue the trials not already known to DVC (all of them with `force`); the ones queued."""
-    models = check_models(models)
+    models = check_models(settings.models)
     git_dvc.check_committed()
     known = set() if force else git_dvc.existing_experiments()
     queued = []
@@ -190,6 +240,6 @@ def queue(trials: Sequence[Trial], models: Sequence[str], force: bool = False) -
         if trial.name in known:
             continue
         git_dvc.dvc("exp", "run", "--queue", "-n", trial.name, *(["-f"] if force else []),
-                     *trial.set_params(), *record_models(models), *targets(models))
+                     *trial.set_params(), *settings.set_params(), *targets(models))
         queued.append(trial)
     return queued
