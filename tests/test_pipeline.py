@@ -35,7 +35,7 @@ def reproduced(tmp_path_factory) -> Path:
 
 def test_repro_builds_every_stage(reproduced):
     lock = yaml.safe_load((reproduced / "dvc.lock").read_text())
-    expected = {"ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn",
+    expected = {"check", "ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn",
                 "train@rnn", "baseline", "linear", "ensemble", "evaluate@mlp", "evaluate@cnn",
                 "evaluate@rnn", "evaluate@fasttext", "evaluate@linear", "evaluate@ensemble"}
     assert set(lock["stages"]) == expected

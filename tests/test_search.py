@@ -443,59 +443,111 @@ def meli(repo, *arguments, check=True):
     return run(repo, sys.executable, "-m", "meli", *arguments, check=check)
 
 
+def wait_for_the_queue(repo, seconds: float = 600) -> None:
+    deadline = time.time() + seconds
+    while any(state in dvc(repo, "queue", "status").stdout for state in ("Running", "Queued")):
+        assert time.time() < deadline, "the queue did not finish"
+        time.sleep(2)
+
+
+def bundles_in(repo) -> dict[str, bytes]:
+    return {path.relative_to(repo).as_posix(): path.read_bytes()
+            for path in sorted((repo / "models").rglob("*")) if path.is_file()}
+
+
 @pytest.mark.slow
-def test_search_through_the_dvc_queue(tmp_path):
-    space = {"train.learning_rate": {"choice": [0.0005, 0.003, 0.02]}}
-    # Two trials and a broken run on two workers: each queued run is a whole DVC experiment.
-    repo = make_repo(tmp_path / "repo", {**SMALL, "search": {"trials": 2, "seed": 5,
-                                                             "space": space}})
+def test_the_readme_search_sequence_end_to_end(tmp_path):
+    """The README's "Hyperparameter search" commands in order, on the default (synthetic)
+    sample, small: commit, `meli search`, `dvc queue start`, `meli leaderboard`, `dvc exp show
+    --sort-order desc`, `dvc plots diff`, `meli leaderboard --apply`, and the commit "Model
+    registry" makes of it; then a misspelled key, which must stop before DVC removes anything,
+    and the way back to the committed params."""
+    # The commit trains its PyTorch models with a learning rate too small for 2 epochs, so
+    # that the trials' rates beat its MLP while its linear model and ensemble stay ahead of
+    # them: what `--apply` once refused to see past.
+    space = {"train.learning_rate": {"choice": [0.01, 0.02]}}
+    repo = make_repo(tmp_path / "repo", {**SMALL, "train": {
+        **SMALL["train"], "epochs": 2, "learning_rate": 0.0003},
+        "search": {"trials": 12, "seed": 5, "models": ["cnn"], "space": space}})
     dvc(repo, "repro")
     (repo / "src/meli/notes.py").write_text("# not committed yet\n")
-    refused = meli(repo, "search", check=False)
+    refused = meli(repo, "search", "--trials", "2", "--model", "mlp", check=False)
     assert refused.returncode == 1
     assert "uncommitted changes in src/meli/notes.py" in refused.stderr
     (repo / "src/meli/notes.py").unlink()
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "baseline results")
 
-    # A trial that cannot work (no such data) queued beside the search: it must fail alone.
+    # A run that cannot work (no such data) queued beside the search: it fails alone, at the
+    # check of the params.
     dvc(repo, "exp", "run", "--queue", "-n", "broken", "-S", "data.source=/no/such/titles.jsonl",
         "train@cnn", "evaluate@cnn")
-    # The MLP is searched while params.yaml says `search.models: [cnn]`: each trial records
-    # its own models, and the leaderboard ranks it by the MLP's figures.
-    searched = meli(repo, "search", "--model", "mlp", "--run", "--jobs", "2")
+    searched = meli(repo, "search", "--trials", "2", "--model", "mlp")
     queued = [line.split()[1] for line in searched.stdout.splitlines()
               if line.startswith("queued ")]
-    assert len(queued) == 2
-    deadline = time.time() + 300
-    while "Running" in dvc(repo, "queue", "status").stdout or \
-            "Queued" in dvc(repo, "queue", "status").stdout:
-        assert time.time() < deadline, "the queue did not finish"
-        time.sleep(2)
+    assert len(queued) == 2 and all(name.startswith("mlp-s5-") for name in queued)
+    dvc(repo, "queue", "start", "-j", "2")
+    wait_for_the_queue(repo)
 
-    board = meli(repo, "leaderboard", "--top", "10").stdout
-    ranked = [line.split() for line in board.splitlines()[2:] if line[:1].isdigit()]
-    names = [row[1] for row in ranked]
-    assert set(queued) <= set(names)
-    validations = [float(row[5]) for row in ranked]
+    board = meli(repo, "leaderboard", "--top", "5").stdout
+    lines = board.splitlines()
+    header = lines[1].split()
+    ranked = [dict(zip(header, line.split(), strict=True)) for line in lines[2:]
+              if line[:1].isdigit()]
+    validations = [float(row["validation"]) for row in ranked]
     assert validations == sorted(validations, reverse=True)
-    assert {row[2] for row in ranked if row[1] in queued} == {"mlp"}
-    rates = {row[1]: row[-1] for row in ranked}
-    assert len({rates[name] for name in queued}) == 2  # distinct params, all finished
-    assert "FAILED  broken: meli ingest: error: /no/such/titles.jsonl" in board
+    trials = [row for row in ranked if row["experiment"] in queued]
+    assert [row["model"] for row in trials] == ["mlp", "mlp"]
+    best, other = trials
+    # Only the models the experiments trained have a commit's row: the MLP, and the broken
+    # run's CNN (not the linear model, the ensemble, fastText).
+    commit_rows = {row["model"]: row for row in ranked if row["experiment"] == BASELINE}
+    assert set(commit_rows) == {"mlp", "cnn"}
+    assert "FAILED  broken: meli check: error: data.source: /no/such/titles.jsonl: no such file " \
+           "or directory" in board
+    assert "train.learning_rate" in header  # and no other model's params on the MLP's rows
+    assert not [key for key in header if key.startswith(("cnn.", "rnn.", "linear.", "mlp."))]
+    committed = json.loads((repo / "results/train/linear/metrics.json").read_text())
+    assert committed["best"]["validation_balanced_accuracy"] > float(best["validation"])
+    assert float(best["validation"]) > float(commit_rows["mlp"]["validation"])
 
-    again = meli(repo, "search", "--model", "mlp")
+    again = meli(repo, "search", "--trials", "2", "--model", "mlp")
     assert "0 trial(s) queued, 2 already queued or done" in again.stderr
 
-    best = ranked[0][1]
-    applied = meli(repo, "leaderboard", "--apply", check=False)
-    if best == BASELINE:
-        assert applied.returncode == 1
-        assert "nothing to apply" in applied.stderr
-    else:
-        assert applied.returncode == 0
-        rate = yaml.safe_load((repo / "params.yaml").read_text())["train"]["learning_rate"]
-        assert str(rate) == rates[best]
+    shown = dvc(repo, "exp", "show", "--only-changed", "--sort-by",
+                "results/train/mlp/metrics.json:best.validation_balanced_accuracy",
+                "--sort-order", "desc").stdout
+    assert shown.index(best["experiment"]) < shown.index(other["experiment"])  # best first
+    dvc(repo, "plots", "diff", best["experiment"], other["experiment"])
+    page = (repo / "dvc_plots/index.html").read_text()
+    assert best["experiment"] in page and other["experiment"] in page
+
+    applied = meli(repo, "leaderboard", "--apply")
+    assert (f"applied {best['experiment']} (mlp: {best['validation']} against the commit's "
+            f"{commit_rows['mlp']['validation']})") in applied.stderr
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert str(params["train"]["learning_rate"]) == best["train.learning_rate"]
+    assert {key: params["search"][key] for key in ("strategy", "models", "seed", "trials")} == {
+        "strategy": "random", "models": ["mlp"], "seed": 5, "trials": 2}
+    # "Model registry" commits what `dvc exp apply` changed: the params too.
+    run(repo, "git", "add", "params.yaml", "dvc.yaml", "dvc.lock", "metrics", "results")
+    run(repo, "git", "commit", "-qm", "the best MLP trial")
+    assert run(repo, "git", "status", "--porcelain", "--", *git_dvc.TRACKED_INPUTS).stdout == ""
+
+    # A misspelled key stops at the check: nothing is removed, nothing trained.
+    status, bundles = dvc(repo, "status").stdout, bundles_in(repo)
+    typo = dvc(repo, "exp", "run", "-S", "+train.learnig_rate=0.01", check=False)
+    assert typo.returncode != 0
+    assert "meli check: error: params.yaml: unknown key 'train.learnig_rate' (did you mean " \
+           "'train.learning_rate'?)" in typo.stdout + typo.stderr
+    assert "Running stage 'train@" not in typo.stdout
+    assert bundles_in(repo) == bundles
+    # DVC leaves the value in params.yaml; the README's way back restores the commit.
+    assert "learnig_rate" in (repo / "params.yaml").read_text()
+    run(repo, "git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", "metrics", "results")
+    dvc(repo, "checkout")
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
+    assert dvc(repo, "status").stdout == status
 
 
 def test_search_outside_git_is_refused(tmp_path, monkeypatch):

@@ -62,7 +62,6 @@ class Entry:
     rung: int | None = None  # successive halving's rung, from the trial's name
     epochs: int | None = None  # the trial's train.epochs (PyTorch models only)
     full: bool = True  # trained its commit's full train.epochs
-    models: tuple[str, ...] = ()  # every model its experiment is ranked by
 
     @property
     def partial(self) -> bool:
@@ -195,8 +194,7 @@ def collect(exp_show: list[dict], models: Sequence[str] | None = None,
                     test=_metric(metrics, model_metrics_path(model).as_posix(), "test",
                                  "balanced_accuracy"),
                     params=own_params(params, model), error=error, rung=rung_of(name),
-                    epochs=epochs, full=full is None or epochs in (None, full),
-                    models=tuple(ranked_by)))
+                    epochs=epochs, full=full is None or epochs in (None, full)))
     return entries
 
 
