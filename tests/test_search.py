@@ -546,7 +546,8 @@ def test_the_readme_search_sequence_end_to_end(tmp_path):
     assert "learnig_rate" in (repo / "params.yaml").read_text()
     run(repo, "git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", "metrics", "results")
     dvc(repo, "checkout")
-    assert run(repo, "git", "status", "--porcelain").stdout == ""
+    assert run(repo, "git", "status", "--porcelain", "--", "params.yaml", "dvc.lock", "metrics",
+               "results").stdout == ""
     assert dvc(repo, "status").stdout == status
 
 
