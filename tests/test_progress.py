@@ -1,0 +1,103 @@
+"""Progress a person can follow: a stage under `dvc repro` (no terminal) logs a line at least
+every LOG_INTERVAL seconds while it works, whatever loop it is in."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from meli import progress
+from meli.progress import Progress, duration
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_line_every_interval_and_none_before(caplog):
+    clock = Clock()
+    caplog.set_level(logging.INFO)
+    bar = Progress("rnn epoch 1/2", 400, "batches", interval=30, clock=clock, terminal=False,
+                   note=lambda: "train loss so far 2.5000")
+    for done in range(1, 101):
+        clock.now += 0.25  # 100 batches in 25 s: under the interval
+        bar.update(done)
+    assert caplog.messages == []
+    clock.now += 5
+    bar.update(101)
+    assert caplog.messages == ["rnn epoch 1/2: 101 of 400 batches (25%), 30 s, about "
+                               "1 min 29 s left; train loss so far 2.5000"]
+    clock.now += 10
+    bar.update(150)  # 10 s after the last line: nothing new
+    assert len(caplog.messages) == 1
+
+
+def test_disabled_progress_says_nothing(caplog):
+    clock = Clock()
+    caplog.set_level(logging.INFO)
+    bar = Progress("x", 10, "titles", enabled=False, interval=0, clock=clock, terminal=False)
+    clock.now += 100
+    bar.update(5)
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"),
+                                               (3725, "1 h 02 min")])
+def test_durations_read_at_a_glance(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_training_logs_its_progress_without_a_terminal(train_model, tmp_path, monkeypatch,
+                                                       caplog):
+    # Under pytest, stderr is no terminal: what `dvc repro` gives a stage. Every update is
+    # past an interval of 0 s.
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    caplog.set_level(logging.INFO)
+    train_model("mlp", tmp_path, epochs=1)
+    batches = [m for m in caplog.messages if m.startswith("mlp epoch 1/1: ")]
+    assert batches
+    assert any("train loss so far" in m for m in batches)
+    last = batches[-1]
+    total = int(last.split(" of ")[1].split()[0].replace(",", ""))
+    assert last.startswith(f"mlp epoch 1/1: {total:,} of {total:,} batches (100%)")
+    assert any(m.startswith("mlp epoch 1 validation: ") and "titles" in m
+               for m in caplog.messages)
+
+
+def _corpus(path: Path, lines: int) -> Path:
+    rng = np.random.default_rng(0)
+    words = np.array([f"palabra{i}" for i in range(3_000)])
+    with path.open("w") as out:
+        for row in rng.integers(0, len(words), size=(lines, 8)):
+            out.write(" ".join(words[row]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fasttext_training_logs_its_progress(tmp_path, monkeypatch, caplog, threads):
+    """One thread: fastText says nothing until it ends, the share comes from how far it has read
+    the training file; two: from fastText's own progress line, which never reaches stderr raw."""
+    from meli.training import fasttext
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    caplog.set_level(logging.INFO)
+    corpus = _corpus(tmp_path / "corpus.txt", 60_000)
+    fasttext.train("unsupervised", corpus, {"dim": 8, "epoch": 2, "thread": threads,
+                                            "minn": 0, "maxn": 0, "bucket": 1_000},
+                   "the test titles", "embeddings.learning_rate")
+    lines = [m for m in caplog.messages
+             if m.startswith("fastText (unsupervised) on the test titles: ")]
+    assert lines
+    if threads == 1:
+        shares = [float(m.split("%")[0].rsplit(" ", 1)[1]) for m in lines if "epoch" in m]
+        assert shares and shares == sorted(shares) and 0 < shares[-1] <= 100
+        assert any("epoch 1 of 2" in m for m in lines)
+    else:
+        assert any("words/s per thread, loss " in m for m in lines)
