@@ -2,8 +2,9 @@
 
 Writes `metrics/<name>.json` (balanced accuracy, accuracy, macro F1; balanced accuracy and rows
 per language and per label quality, so that Portuguese and unreliable labels show apart) and, under
-`results/evaluate/<name>/`, the per-class recall table and the rows of a confusion plot limited to
-the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
+`results/evaluate/<name>/`, the per-class recall table (every category), the rows of the recall
+plot (the `worst_categories` of lowest recall) and the rows of a confusion plot limited to the
+categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
 
 Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
 included; reads the `evaluate` section of params.yaml.
@@ -42,6 +43,7 @@ from meli.params import EvaluateParams, load_params
 log = logging.getLogger(__name__)
 
 RECALL_FILE = "per_class_recall.csv"
+WORST_RECALL_FILE = "worst_recall.csv"
 CONFUSION_FILE = "confusion.csv"
 
 
@@ -93,7 +95,7 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
                  "by_label_quality": result.by_label_quality},
     })
     plots_dir.mkdir(parents=True, exist_ok=True)
-    _write_recall(plots_dir / RECALL_FILE, true, predicted, labels)
+    _write_recall(plots_dir, true, predicted, labels, params.worst_categories)
     _write_confusion(plots_dir / CONFUSION_FILE, true, predicted, labels, params.confused_pairs)
     return result
 
@@ -114,16 +116,19 @@ def by_group(groups, true: np.ndarray, predicted: np.ndarray,
     return figures
 
 
-def _write_recall(path: Path, true: np.ndarray, predicted: np.ndarray, labels: list[str]) -> None:
+def _write_recall(directory: Path, true: np.ndarray, predicted: np.ndarray, labels: list[str],
+                  worst: int) -> None:
+    """Recall and test support of every category present, worst first: all of them in
+    RECALL_FILE, the `worst` first in WORST_RECALL_FILE (the plot's)."""
     recall = metrics.recall_per_class(true, predicted, len(labels))
     support = np.bincount(true, minlength=len(labels))
     order = np.lexsort((np.arange(len(labels)), recall))  # worst first; NaN (no rows) last
-    with _atomic_text(path) as out:
-        writer = csv.writer(out)
-        writer.writerow(["category", "recall", "support"])
-        for i in order:
-            if support[i]:
-                writer.writerow([labels[i], f"{recall[i]:.4f}", int(support[i])])
+    rows = [[labels[i], f"{recall[i]:.4f}", int(support[i])] for i in order if support[i]]
+    for name, chosen in ((RECALL_FILE, rows), (WORST_RECALL_FILE, rows[:worst])):
+        with _atomic_text(directory / name) as out:
+            writer = csv.writer(out)
+            writer.writerow(["category", "recall", "support"])
+            writer.writerows(chosen)
 
 
 @contextmanager
