@@ -45,6 +45,8 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -163,77 +165,98 @@ def _broken_rows(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return chosen, np.arange(len(chosen)) % 6
 
 
-def build_csv(path: Path, rows: int, seed: int, categories: int = CATEGORIES) -> None:
-    titles = Titles(seed, categories)
-    with gzip.open(path.with_suffix(".partial"), "wb", compresslevel=1) as out:
-        out.write(b"title,label_quality,language,category\n")
-        for index, start in enumerate(range(0, rows, CHUNK_ROWS)):
-            count = min(CHUNK_ROWS, rows - start)
-            table = titles.chunk(count, seed * 1_000_003 + index)
-            title = table.column("title")
-            # Quoted only where needed, as pandas and the csv module write it.
-            needs_quotes = pc.match_substring_regex(title, '[,"]')
-            quoted = pc.binary_join_element_wise(
-                '"', pc.replace_substring(title, '"', '""'), '"', "")
-            line = pc.binary_join_element_wise(
-                pc.if_else(needs_quotes, quoted, title), table.column("label_quality"),
-                table.column("language"), table.column("category"), ",")
-            lines = [text.encode() for text in line.to_pylist()]
-            for row, kind in zip(*_broken_rows(count, seed + index), strict=True):
-                line = lines[row]
-                category = line.rsplit(b",", 1)[1]
-                lines[row] = (
-                    line.rsplit(b",", 1)[0],                                # 3 fields
-                    b"Caf\xe9 molido " + line,                              # Latin-1, not UTF-8
-                    b",reliable,spanish," + category,                      # empty title
-                    line.rsplit(b",", 1)[0] + b",",                         # no category
-                    b"x" * 1_500 + b",reliable,spanish," + category,       # too long
-                    line + b",extra",                                       # 5 fields
-                )[kind]
-            out.write(b"\n".join(lines) + b"\n")
-    path.with_suffix(".partial").rename(path)
+def _csv_chunk(titles: Titles, count: int, seed: int, index: int) -> bytes:
+    table = titles.chunk(count, seed * 1_000_003 + index)
+    title = table.column("title")
+    # Quoted only where needed, as pandas and the csv module write it.
+    needs_quotes = pc.match_substring_regex(title, '[,"]')
+    quoted = pc.binary_join_element_wise(
+        '"', pc.replace_substring(title, '"', '""'), '"', "")
+    line = pc.binary_join_element_wise(
+        pc.if_else(needs_quotes, quoted, title), table.column("label_quality"),
+        table.column("language"), table.column("category"), ",")
+    lines = [text.encode() for text in line.to_pylist()]
+    for row, kind in zip(*_broken_rows(count, seed + index), strict=True):
+        line = lines[row]
+        category = line.rsplit(b",", 1)[1]
+        lines[row] = (
+            line.rsplit(b",", 1)[0],                                # 3 fields
+            b"Caf\xe9 molido " + line,                              # Latin-1, not UTF-8
+            b",reliable,spanish," + category,                      # empty title
+            line.rsplit(b",", 1)[0] + b",",                         # no category
+            b"x" * 1_500 + b",reliable,spanish," + category,       # too long
+            line + b",extra",                                       # 5 fields
+        )[kind]
+    return b"\n".join(lines) + b"\n"
 
 
-def _escaped(words: list[str], lower: bool = False) -> list[str]:
-    return [json.dumps(word.lower() if lower else word)[1:-1] for word in words]
-
-
-def build_jsonl(path: Path, rows: int, seed: int, categories: int = CATEGORIES) -> None:
+def _jsonl_chunk(titles: Titles, count: int, seed: int, index: int, rows: int) -> bytes:
     """Course-shaped JSON lines; the same titles as the CSV of the same seed and rows."""
-    titles = Titles(seed, categories)
-    with gzip.open(path.with_suffix(".partial"), "wb", compresslevel=1) as out:
-        for index, start in enumerate(range(0, rows, CHUNK_ROWS)):
-            count = min(CHUNK_ROWS, rows - start)
-            table = titles.chunk(count, seed * 1_000_003 + index)
-            title = table.column("title").to_pylist()
-            escaped = pa.array([json.dumps(t)[1:-1] for t in title])
-            tokens = pc.utf8_split_whitespace(pc.utf8_lower(table.column("title")))
-            token_list = pa.array([json.dumps(t) for t in tokens.to_pylist()])
-            lengths = pc.list_value_length(tokens)
-            data = pa.array([f"[{','.join(str(7 * i + 3) for i in range(n))}]"
-                             for n in lengths.to_pylist()])
-            category_index = pc.index_in(table.column("category"), value_set=titles.categories)
-            line = pc.binary_join_element_wise(
-                '{"language":"', table.column("language"), '","label_quality":"',
-                table.column("label_quality"), '","title":"', escaped, '","category":"',
-                table.column("category"), '","split":"train","tokenized_title":', token_list,
-                ',"data":', data, ',"target":', pc.cast(category_index, pa.string()),
-                f',"n_labels":{categories},"size":{rows}}}', "")
-            lines = [text.encode() for text in line.to_pylist()]
-            for row, kind in zip(*_broken_rows(count, seed + index), strict=True):
-                good = lines[row]
-                record = json.loads(good)
-                lines[row] = (
-                    good[: len(good) // 2],                                        # malformed
-                    b'{"title": "Caf\xe9 molido", "category": "COFFEE_SETS"}',     # not UTF-8
-                    json.dumps(record | {"title": ""}).encode(),                   # empty title
-                    json.dumps({k: v for k, v in record.items()
-                                if k != "category"}).encode(),                    # no category
-                    json.dumps(record | {"title": "x" * 1_500}).encode(),          # too long
-                    b'["not", "an", "object"]',                                    # not an object
-                )[kind]
-            out.write(b"\n".join(lines) + b"\n")
-    path.with_suffix(".partial").rename(path)
+    table = titles.chunk(count, seed * 1_000_003 + index)
+    title = table.column("title").to_pylist()
+    escaped = pa.array([json.dumps(t)[1:-1] for t in title])
+    tokens = pc.utf8_split_whitespace(pc.utf8_lower(table.column("title")))
+    token_list = pa.array([json.dumps(t) for t in tokens.to_pylist()])
+    lengths = pc.list_value_length(tokens)
+    data = pa.array([f"[{','.join(str(7 * i + 3) for i in range(n))}]"
+                     for n in lengths.to_pylist()])
+    category_index = pc.index_in(table.column("category"), value_set=titles.categories)
+    line = pc.binary_join_element_wise(
+        '{"language":"', table.column("language"), '","label_quality":"',
+        table.column("label_quality"), '","title":"', escaped, '","category":"',
+        table.column("category"), '","split":"train","tokenized_title":', token_list,
+        ',"data":', data, ',"target":', pc.cast(category_index, pa.string()),
+        f',"n_labels":{titles.count},"size":{rows}}}', "")
+    lines = [text.encode() for text in line.to_pylist()]
+    for row, kind in zip(*_broken_rows(count, seed + index), strict=True):
+        good = lines[row]
+        record = json.loads(good)
+        lines[row] = (
+            good[: len(good) // 2],                                        # malformed
+            b'{"title": "Caf\xe9 molido", "category": "COFFEE_SETS"}',     # not UTF-8
+            json.dumps(record | {"title": ""}).encode(),                   # empty title
+            json.dumps({k: v for k, v in record.items()
+                        if k != "category"}).encode(),                    # no category
+            json.dumps(record | {"title": "x" * 1_500}).encode(),          # too long
+            b'["not", "an", "object"]',                                    # not an object
+        )[kind]
+    return b"\n".join(lines) + b"\n"
+
+
+_WORKER_TITLES: dict[tuple[int, int], Titles] = {}
+
+
+def _compressed_chunk(kind: str, rows: int, seed: int, categories: int, index: int) -> bytes:
+    """Chunk `index` of the file, as a gzip member of its own (a gzip file may be several, one
+    after another): built in any process, in any order, the file's bytes are the same."""
+    titles = _WORKER_TITLES.get((seed, categories))
+    if titles is None:
+        titles = _WORKER_TITLES.setdefault((seed, categories), Titles(seed, categories))
+    count = min(CHUNK_ROWS, rows - index * CHUNK_ROWS)
+    lines = (_csv_chunk(titles, count, seed, index) if kind == "csv"
+             else _jsonl_chunk(titles, count, seed, index, rows))
+    return gzip.compress(lines, compresslevel=1, mtime=0)
+
+
+def build(kind: str, path: Path, rows: int, seed: int, categories: int = CATEGORIES,
+          jobs: int = 1) -> None:
+    """The test file of `kind` (csv: the challenge's shape; jsonl: the course's), built chunk by
+    chunk in `jobs` processes and written in order."""
+    chunks = range(-(-rows // CHUNK_ROWS))
+    unfinished = path.with_suffix(".partial")
+    with unfinished.open("wb") as out:
+        if kind == "csv":
+            out.write(gzip.compress(b"title,label_quality,language,category\n",
+                                    compresslevel=1, mtime=0))
+        if jobs <= 1:
+            for index in chunks:
+                out.write(_compressed_chunk(kind, rows, seed, categories, index))
+        else:
+            with ProcessPoolExecutor(jobs) as pool:
+                for member in pool.map(partial(_compressed_chunk, kind, rows, seed,
+                                                categories), chunks):
+                    out.write(member)
+    unfinished.rename(path)
 
 
 # What a user sets at the full data's size: the README's "The full data" commands. fastText on
@@ -421,6 +444,8 @@ def main() -> None:
                              "data's size, e.g. train.epochs=2")
     parser.add_argument("--json", type=Path, help="also write every stage's figures here")
     parser.add_argument("--build-only", action="store_true", help="build the files, run nothing")
+    parser.add_argument("--build-jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes building a file (default: every core, %(default)s)")
     args = parser.parse_args()
     stages = parse_stages(args.stages)
     if not 1 <= args.categories <= CATEGORIES:
@@ -434,8 +459,7 @@ def main() -> None:
         source = args.work / f"{name}-{shape}-s{args.seed}.{kind}.gz"
         if not source.exists():
             started = time.perf_counter()
-            (build_csv if kind == "csv" else build_jsonl)(source, args.rows, args.seed,
-                                                          args.categories)
+            build(kind, source, args.rows, args.seed, args.categories, args.build_jobs)
             print(f"built {source} ({source.stat().st_size / 1e6:,.0f} MB) in "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
         if args.build_only:

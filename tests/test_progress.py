@@ -83,7 +83,7 @@ def _corpus(path: Path, lines: int) -> Path:
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fasttext_training_logs_its_progress(tmp_path, monkeypatch, caplog, threads):
     """One thread: fastText says nothing until it ends, the share comes from how far it has read
-    the training file; two: from fastText's own progress line, which never reaches stderr raw."""
+    the training file; two: from fastText's own progress line."""
     from meli.training import fasttext
 
     monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
@@ -101,3 +101,38 @@ def test_fasttext_training_logs_its_progress(tmp_path, monkeypatch, caplog, thre
         assert any("epoch 1 of 2" in m for m in lines)
     else:
         assert any("words/s per thread, loss " in m for m in lines)
+
+
+# A process that logs to stderr, as a stage does, trains with two threads (fastText writes its
+# progress line on stderr), and says on stdout how many progress lines it logged.
+_LOGGING_TRAINER = """
+import logging, sys
+from pathlib import Path
+from meli import progress
+from meli.training import fasttext
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+progress.LOG_INTERVAL = 0.0
+logged = []
+counting = logging.Handler()
+counting.emit = lambda record: logged.append(record.getMessage())
+logging.getLogger().addHandler(counting)
+fasttext.train("unsupervised", Path(sys.argv[1]), {"dim": 8, "epoch": 2, "thread": 2, "minn": 0,
+               "maxn": 0, "bucket": 1000}, "the test titles", "embeddings.learning_rate")
+print(sum(m.startswith("fastText") for m in logged))
+"""
+
+
+def test_every_progress_line_reaches_stderr_whole_and_nothing_of_fasttexts_own(tmp_path):
+    """fastText writes its line in many small pieces: a log line sent through the same pipe
+    would land among them and be lost with them."""
+    import subprocess
+    import sys
+
+    corpus = _corpus(tmp_path / "corpus.txt", 60_000)
+    done = subprocess.run([sys.executable, "-c", _LOGGING_TRAINER, str(corpus)],
+                          capture_output=True, text=True, timeout=300, check=True)
+    logged = int(done.stdout.strip())
+    err = done.stderr.splitlines()
+    assert logged > 3
+    assert len([line for line in err if line.startswith("fastText (unsupervised)")]) == logged
+    assert not [line for line in err if "Progress:" in line or "Number of words" in line]

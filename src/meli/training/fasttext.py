@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import select
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -150,9 +151,10 @@ class TrainingProgress:
       thread reads the file front to back once per epoch, so the bytes read over the file's
       size times the epochs is the share done;
     - else, that training goes on and for how long.
-    Anything else written on descriptor 2 (this process's own log lines, these included) goes
-    through to the real stderr unchanged. Where there is no descriptor 2 to redirect, training
-    runs as it would without this.
+    Meanwhile the log handlers that wrote to stderr write to the real stderr directly: through
+    the pipe, a log line could land between two of the many small writes that make one line of
+    fastText's, and be taken for part of it. Anything else written on descriptor 2 goes through
+    unchanged. Where there is no descriptor 2 to redirect, training runs as without this.
     """
 
     def __init__(self, description: str, corpus: Path, epochs: int, threads: int):
@@ -167,6 +169,10 @@ class TrainingProgress:
         except OSError:
             return self
         self.read_end, write_end = os.pipe()
+        self.stderr = os.fdopen(os.dup(self.saved), "w", buffering=1, encoding="utf-8",
+                                errors="backslashreplace")
+        self.handlers = [(handler, handler.setStream(self.stderr))
+                         for handler in _stderr_handlers()]
         os.dup2(write_end, 2)
         os.close(write_end)
         self.reader = threading.Thread(target=self._relay, name="fasttext-progress",
@@ -181,6 +187,9 @@ class TrainingProgress:
         # its end and stops.
         os.dup2(self.saved, 2)
         self.reader.join()
+        for handler, stream in self.handlers:
+            handler.setStream(stream)
+        self.stderr.close()
         os.close(self.read_end)
         os.close(self.saved)
 
@@ -230,6 +239,16 @@ class TrainingProgress:
                     f"{progress.duration(elapsed)}, about {progress.duration(left)} left")
         what = "training" if reading is not None else "reading the titles"
         return f"{what}, {progress.duration(elapsed)} so far"
+
+
+def _stderr_handlers() -> list[logging.StreamHandler]:
+    """The log handlers, of every logger, that write to this process's stderr."""
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(logger for logger in known
+                                      if isinstance(logger, logging.Logger))]
+    return [handler for logger in loggers for handler in logger.handlers
+            if isinstance(handler, logging.StreamHandler)
+            and getattr(handler, "stream", None) in (sys.stderr, sys.__stderr__)]
 
 
 class _ReadPosition:
