@@ -136,3 +136,32 @@ def test_every_progress_line_reaches_stderr_whole_and_nothing_of_fasttexts_own(t
     assert logged > 3
     assert len([line for line in err if line.startswith("fastText (unsupervised)")]) == logged
     assert not [line for line in err if "Progress:" in line or "Number of words" in line]
+
+
+def test_the_data_stages_log_their_progress(tmp_path, write_jsonl, monkeypatch, caplog):
+    """ingest (a thread reading how far into the file its reader is), prepare's two passes and
+    featurize's encoding: at 20M rows or on a busy machine each takes minutes."""
+    from conftest import make_rows
+
+    from meli.params import DataParams, FeaturizeParams, PrepareParams
+    from meli.stages.featurize import featurize
+    from meli.stages.ingest import ingest
+    from meli.stages.prepare import prepare
+
+    caplog.set_level(logging.INFO)
+    source = write_jsonl("titles.jsonl.gz", make_rows({f"CAT{i}": 300 for i in range(40)}))
+    # A ticker's thread waits LOG_INTERVAL between lines: 0 would spin.
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.001)
+    ingest(DataParams(source=str(source)), tmp_path / "raw")
+    reading = [m for m in caplog.messages if m.startswith(f"ingest: {source}: ")]
+    assert reading and "% of 0 MB read, " in reading[0] and " rows so far, " in reading[0]
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    prepare(PrepareParams(min_examples=2), tmp_path / "raw", tmp_path / "prepared",
+            tmp_path / "data.json")
+    featurize(FeaturizeParams(), tmp_path / "prepared", tmp_path / "features",
+              tmp_path / "features.json")
+    assert "prepare: normalizing (pass 1 of 2): 12,000 of 12,000 rows (100%)" in " ".join(
+        caplog.messages)
+    assert any(m.startswith("prepare: writing the splits (pass 2 of 2): 12,000 of 12,000 rows")
+               for m in caplog.messages)
+    assert any(m.startswith("featurize: encoding the train split: ") for m in caplog.messages)

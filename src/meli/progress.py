@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -101,3 +102,33 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Ticker:
+    """For work whose loop is not this code's (a reader in another module, a library's C++):
+    a thread logs `describe(elapsed seconds)` every LOG_INTERVAL seconds until the `with` block
+    ends. `describe` runs in that thread: it reads counters, it changes nothing."""
+
+    def __init__(self, describe: Callable[[float], str], logger: logging.Logger = log,
+                 interval: float | None = None):
+        self.describe, self.logger = describe, logger
+        self.interval = LOG_INTERVAL if interval is None else interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self.stop.wait(self.interval):
+            try:
+                line = self.describe(time.monotonic() - started)
+            except (OSError, ValueError):  # what it reads was just closed: the work is done
+                return
+            self.logger.info("%s", line)
+
+    def __enter__(self) -> Ticker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
