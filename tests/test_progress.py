@@ -165,3 +165,15 @@ def test_the_data_stages_log_their_progress(tmp_path, write_jsonl, monkeypatch, 
     assert any(m.startswith("prepare: writing the splits (pass 2 of 2): 12,000 of 12,000 rows")
                for m in caplog.messages)
     assert any(m.startswith("featurize: encoding the train split: ") for m in caplog.messages)
+
+
+def test_evaluate_logs_its_progress(pipeline, mlp_bundle, tmp_path, monkeypatch, caplog):
+    from meli.params import EvaluateParams
+    from meli.stages.evaluate import evaluate
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    caplog.set_level(logging.INFO)
+    result = evaluate(EvaluateParams(), mlp_bundle, pipeline.prepared, tmp_path / "m.json",
+                      tmp_path / "plots")
+    assert (f"evaluate mlp: scoring the test split: {result.rows:,} of {result.rows:,} titles "
+            f"(100%)") in " ".join(caplog.messages)
