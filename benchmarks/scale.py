@@ -226,23 +226,24 @@ def _jsonl_chunk(titles: Titles, count: int, seed: int, index: int, rows: int) -
 _WORKER_TITLES: dict[tuple[int, int], Titles] = {}
 
 
-def _compressed_chunk(kind: str, rows: int, seed: int, categories: int, index: int) -> bytes:
+def _compressed_chunk(kind: str, rows: int, seed: int, categories: int, chunk_rows: int,
+                      index: int) -> bytes:
     """Chunk `index` of the file, as a gzip member of its own (a gzip file may be several, one
     after another): built in any process, in any order, the file's bytes are the same."""
     titles = _WORKER_TITLES.get((seed, categories))
     if titles is None:
         titles = _WORKER_TITLES.setdefault((seed, categories), Titles(seed, categories))
-    count = min(CHUNK_ROWS, rows - index * CHUNK_ROWS)
+    count = min(chunk_rows, rows - index * chunk_rows)
     lines = (_csv_chunk(titles, count, seed, index) if kind == "csv"
              else _jsonl_chunk(titles, count, seed, index, rows))
     return gzip.compress(lines, compresslevel=1, mtime=0)
 
 
 def build(kind: str, path: Path, rows: int, seed: int, categories: int = CATEGORIES,
-          jobs: int = 1) -> None:
+          jobs: int = 1, chunk_rows: int = CHUNK_ROWS) -> None:
     """The test file of `kind` (csv: the challenge's shape; jsonl: the course's), built chunk by
     chunk in `jobs` processes and written in order."""
-    chunks = range(-(-rows // CHUNK_ROWS))
+    chunks = range(-(-rows // chunk_rows))
     unfinished = path.with_suffix(".partial")
     with unfinished.open("wb") as out:
         if kind == "csv":
@@ -250,11 +251,11 @@ def build(kind: str, path: Path, rows: int, seed: int, categories: int = CATEGOR
                                     compresslevel=1, mtime=0))
         if jobs <= 1:
             for index in chunks:
-                out.write(_compressed_chunk(kind, rows, seed, categories, index))
+                out.write(_compressed_chunk(kind, rows, seed, categories, chunk_rows, index))
         else:
             with ProcessPoolExecutor(jobs) as pool:
                 for member in pool.map(partial(_compressed_chunk, kind, rows, seed,
-                                                categories), chunks):
+                                                categories, chunk_rows), chunks):
                     out.write(member)
     unfinished.rename(path)
 
