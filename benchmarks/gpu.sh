@@ -8,7 +8,8 @@
 #    rows), in as many processes as there are cores;
 # 2. runs ingest, prepare, featurize and the fastText vectors on it (every core, one epoch);
 # 3. trains one epoch of the MLP, the CNN and the RNN on the GPU, under bf16 autocast
-#    (train.device=cuda, train.precision=bf16), 512 titles a step, 4 loader processes;
+#    (train.device=cuda, train.precision=bf16), 512 titles a step, 4 loader processes, every
+#    core for what runs on the CPU;
 # 4. times `meli predict --device cuda` over the test split's titles, for each of the three;
 # 5. times `meli serve --device cuda` under load, for the CNN and the RNN;
 # then prints one table of every step (time, titles/s, peak memory of the process, the models'
@@ -47,8 +48,10 @@ if [ "$mode" = gpu ]; then
   # table and what a GPU changes; their sum is over TOTAL_SECONDS, which caps the whole.
   build_limit=150; data_limit=120; embeddings_limit=120; train_limit=300; predict_limit=90
   serve_limit=90
+  # train.threads: the CPU's share of the work (the bf16 check after training runs there).
   settings=(--set embeddings.epochs=1 --set train.device=cuda --set train.precision=bf16
-            --set train.batch_size=512 --set train.loader_workers=4 --set train.threads=4)
+            --set train.batch_size=512 --set train.loader_workers=4
+            --set "train.threads=$(nproc)")
 else
   WORK=${WORK:-/tmp/meli-gpu-smoke}
   rows=6000; categories=20; device=cpu; titles=2000; serve_seconds=2
