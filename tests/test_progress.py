@@ -61,6 +61,8 @@ def test_training_logs_its_progress_without_a_terminal(train_model, tmp_path, mo
     monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
     caplog.set_level(logging.INFO)
     train_model("mlp", tmp_path, epochs=1)
+    (start,) = [m for m in caplog.messages if m.startswith("mlp: ") and "training titles" in m]
+    assert start.endswith(" an epoch on cpu") or start.endswith(" under bf16 autocast")
     batches = [m for m in caplog.messages if m.startswith("mlp epoch 1/1: ")]
     assert batches
     assert any("train loss so far" in m for m in batches)
