@@ -354,9 +354,10 @@ def test_baseline_same_seed_same_predictions(pipeline, tmp_path):
         assert not list(tmp_path.glob(".*corpus*"))  # the scratch corpus is removed
         return load_classifier(tmp_path / name).probabilities(titles)
 
-    first, again, other = probabilities("first"), probabilities("again"), probabilities(
+    # "fresh": in a models/ directory that does not exist yet (a fresh clone).
+    first, again, other = probabilities("fresh/first"), probabilities("again"), probabilities(
         "other", seed=5)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
-    assert (json.loads((tmp_path / "first-live" / "metrics.json").read_text())
+    assert (json.loads((tmp_path / "fresh/first-live" / "metrics.json").read_text())
             == json.loads((tmp_path / "again-live" / "metrics.json").read_text()))
