@@ -87,5 +87,5 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path):
     assert all("validation balanced accuracy 0." in line for line in table if "| train@" in line)
     workspace = tmp_path / "work" / "course-6000-c20"
     params = (workspace / "params.yaml").read_text()
-    for setting in ("epochs: 1", "batch_size: 512", "device: cpu"):
+    for setting in ("epochs: 1", "batch_size: 4096", "device: cpu"):
         assert setting in params
