@@ -179,3 +179,23 @@ def test_evaluate_logs_its_progress(pipeline, mlp_bundle, tmp_path, monkeypatch,
                       tmp_path / "plots")
     assert (f"evaluate mlp: scoring the test split: {result.rows:,} of {result.rows:,} titles "
             f"(100%)") in " ".join(caplog.messages)
+
+
+def test_a_failing_progress_reader_never_blocks_fasttext(tmp_path, monkeypatch, caplog):
+    """fastText writes on stderr all along: were the thread reading it to stop, the pipe would
+    fill up and training would hang."""
+    from meli.training import fasttext
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    monkeypatch.setattr(fasttext.TrainingProgress, "_state", broken)
+    caplog.set_level(logging.INFO)
+    corpus = _corpus(tmp_path / "corpus.txt", 60_000)
+    model = fasttext.train("unsupervised", corpus, {"dim": 8, "epoch": 2, "thread": 2, "minn": 0,
+                                                    "maxn": 0, "bucket": 1_000},
+                           "the test titles", "embeddings.learning_rate")
+    assert model.get_dimension() == 8
+    assert any(m.endswith("no more progress lines (RuntimeError: a bug)")
+               for m in caplog.messages)

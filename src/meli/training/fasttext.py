@@ -194,6 +194,16 @@ class TrainingProgress:
         os.close(self.saved)
 
     def _relay(self) -> None:
+        try:
+            self._follow()
+        except Exception as error:  # noqa: BLE001 (a bug here must not stop the training)
+            # fastText would block on a full pipe that nobody reads: drain it to the end.
+            log.warning("%s: no more progress lines (%s: %s)", self.description,
+                        type(error).__name__, error)
+            while os.read(self.read_end, 65536):
+                pass
+
+    def _follow(self) -> None:
         assert self.saved is not None
         started = time.monotonic()
         next_line = started + progress.LOG_INTERVAL
