@@ -177,6 +177,7 @@ def test_evaluate_logs_its_progress(pipeline, mlp_bundle, tmp_path, monkeypatch,
     caplog.set_level(logging.INFO)
     result = evaluate(EvaluateParams(), mlp_bundle, pipeline.prepared, tmp_path / "m.json",
                       tmp_path / "plots")
+    assert caplog.messages[0].startswith(f"evaluate mlp: {result.rows:,} test titles, ")
     assert (f"evaluate mlp: scoring the test split: {result.rows:,} of {result.rows:,} titles "
             f"(100%)") in " ".join(caplog.messages)
 

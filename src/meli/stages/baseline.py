@@ -55,6 +55,9 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     scratch = output_dir.parent / f".{output_dir.name}.corpus.txt"
     # models/ itself may not exist yet: the baseline needs nothing of the stages writing there.
     scratch.parent.mkdir(parents=True, exist_ok=True)
+    log.info("baseline: fastText supervised (%s loss), %d epochs on %d thread(s), %d "
+             "categories", params.loss, params.epochs,
+             fasttext_training.thread_count(params.threads), len(labels))
     started = time.perf_counter()
     try:
         fasttext_training.write_corpus(train_path, scratch, labelled=True)

@@ -76,6 +76,8 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
     if len(test) == 0:
         raise MeliError(f"{test_path}: the test split is empty")
     true = test.column("label").to_numpy().astype(np.int64)
+    log.info("evaluate %s: %s test titles, %s categories", classifier.name, f"{len(test):,}",
+             f"{len(labels):,}")
     started = time.perf_counter()
     predicted = _predict(classifier, test.column("title"), params.batch_size)
     seconds = time.perf_counter() - started
