@@ -80,10 +80,10 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path):
     table = done.stdout[done.stdout.index("benchmarks/gpu.sh (cpu-smoke"):].splitlines()
     steps = [line.split(" | ")[0].removeprefix("| ") for line in table[3:]]
     assert steps == [
-        "ingest", "prepare", "featurize", "embeddings",
-        "train@mlp", "meli predict models/mlp --device cpu",
-        "train@cnn", "meli predict models/cnn --device cpu", "meli serve models/cnn --device cpu",
-        "train@rnn", "meli predict models/rnn --device cpu", "meli serve models/rnn --device cpu"]
+        "ingest", "prepare", "featurize", "embeddings", "train@mlp", "train@cnn", "train@rnn",
+        "meli predict models/mlp --device cpu",
+        "meli predict models/cnn --device cpu", "meli serve models/cnn --device cpu",
+        "meli predict models/rnn --device cpu", "meli serve models/rnn --device cpu"]
     assert all("validation balanced accuracy 0." in line for line in table if "| train@" in line)
     workspace = tmp_path / "work" / "course-6000-c20"
     params = (workspace / "params.yaml").read_text()
