@@ -108,7 +108,8 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
 def _predict(classifier: Classifier, titles: pa.ChunkedArray, batch_size: int) -> np.ndarray:
     """The class of every test title, a chunk at a time, with progress: an ensemble scores
     hundreds of thousands of titles with every member for minutes. Chunks of a quarter of the
-    scoring chunk: on a busy machine one of 65,536 titles took the ensemble minutes."""
+    scoring chunk, so that progress shows often enough even for an ensemble on a busy machine
+    (benchmarks/scale.py prints each stage's longest silence)."""
     titles = as_array(titles)
     predicted = np.zeros(len(titles), dtype=np.int64)
     chunk_titles = SCORING_CHUNK // 4
