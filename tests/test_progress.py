@@ -48,6 +48,24 @@ def test_disabled_progress_says_nothing(caplog):
     assert caplog.messages == []
 
 
+def test_a_ticking_progress_writes_lines_while_one_step_lasts(caplog):
+    """An ensemble's member or a chunk of titles may take longer than the interval: a thread
+    writes the lines, from what `update` last said."""
+    import time
+
+    caplog.set_level(logging.INFO)
+    with Progress("ensemble: temperatures", 5, "members", interval=0.02, terminal=False,
+                  ticking=True) as bar:
+        bar.update(2)
+        time.sleep(0.3)  # one long step, no update
+    lines = list(caplog.messages)
+    assert len(lines) >= 3
+    assert all(line.startswith("ensemble: temperatures: 2 of 5 members (40%), ")
+               for line in lines)
+    time.sleep(0.1)
+    assert caplog.messages == lines  # closed: no more lines
+
+
 @pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"),
                                                (3725, "1 h 02 min")])
 def test_durations_read_at_a_glance(seconds, text):

@@ -43,12 +43,15 @@ class Progress:
 
     `note`, if given, is called only when a line is written (it may be costly: a GPU sync for a
     running loss) and its text appended. `enabled=False` (another rank than 0) shows nothing.
+    `ticking=True`, for a loop of few long steps (an ensemble's members), also has a thread
+    write the lines, every interval even while one step lasts longer than that.
     """
 
     def __init__(self, description: str, total: int | None, unit: str,
                  enabled: bool = True, note: Callable[[], str] | None = None,
                  interval: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 logger: logging.Logger = log, terminal: bool | None = None):
+                 logger: logging.Logger = log, terminal: bool | None = None,
+                 ticking: bool = False):
         self.description, self.total, self.unit = description, total, unit
         self.note, self.clock, self.logger = note, clock, logger
         self.interval = LOG_INTERVAL if interval is None else interval
@@ -57,11 +60,16 @@ class Progress:
         self.started = clock()
         self.next_line = self.started + self.interval
         self.bar = None
+        self.ticking: threading.Event | None = None
         if enabled and (on_terminal() if terminal is None else terminal):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=description, unit=unit, leave=False,
                             mininterval=1.0)
+        elif enabled and ticking:
+            self.ticking = threading.Event()
+            threading.Thread(target=self._tick, args=(self.ticking,), name="progress",
+                             daemon=True).start()
 
     def update(self, done: int) -> None:
         """`done` units are finished so far (a count, not an increment)."""
@@ -72,10 +80,18 @@ class Progress:
             self.done = done
             return
         self.done = done
+        self._maybe_log()
+
+    def _maybe_log(self) -> None:
         now = self.clock()
         if now >= self.next_line:
             self.next_line = now + self.interval
             self.logger.info("%s", self.line(now))
+
+    def _tick(self, stopped: threading.Event) -> None:
+        # A quarter of the interval: a line written by `update` meanwhile postpones the next.
+        while not stopped.wait(max(self.interval / 4, 0.01)):
+            self._maybe_log()
 
     def line(self, now: float) -> str:
         elapsed = now - self.started
@@ -96,6 +112,9 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self.ticking is not None:
+            self.ticking.set()
+            self.ticking = None
 
     def __enter__(self) -> Progress:
         return self

@@ -94,7 +94,7 @@ def select_weights(parts: list[np.ndarray], labels: np.ndarray, num_classes: int
     counts[max(range(len(parts)), key=lambda i: singles[i])] = 1
     total = parts[counts.index(1)].copy()
     best, best_counts = max(singles), list(counts)
-    with Progress("ensemble: greedy selection", rounds - 1, "rounds") as progress:
+    with Progress("ensemble: greedy selection", rounds - 1, "rounds", ticking=True) as progress:
         for round_ in range(rounds - 1):
             candidates = [(score(total + part), -i) for i, part in enumerate(parts)]
             (value, negative_index) = max(candidates)
@@ -147,10 +147,13 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
     # versions of every member at once would double the stage's memory (1.6 GB more for 5
     # members, 50,000 titles and 1,600 categories).
     temperatures = []
-    for index, name in enumerate(members):
-        temperatures.append(fit_temperature(parts[index], truth) if params.temperature else 1.0)
-        parts[index] = tempered(parts[index], temperatures[-1])
-        log.info("ensemble: %s temperature %.2f", name, temperatures[-1])
+    with Progress("ensemble: temperatures", len(members), "members", ticking=True) as progress:
+        for index, name in enumerate(members):
+            temperatures.append(fit_temperature(parts[index], truth) if params.temperature
+                                else 1.0)
+            parts[index] = tempered(parts[index], temperatures[-1])
+            log.info("ensemble: %s temperature %.2f", name, temperatures[-1])
+            progress.update(index + 1)
     counts = select_weights(parts, truth, len(labels), params.rounds)
     weights = [count / sum(counts) for count in counts]
     mixture = combine(parts, weights, [1.0] * len(parts))

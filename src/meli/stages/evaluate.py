@@ -107,14 +107,13 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
 
 def _predict(classifier: Classifier, titles: pa.ChunkedArray, batch_size: int) -> np.ndarray:
     """The class of every test title, a chunk at a time, with progress: an ensemble scores
-    hundreds of thousands of titles with every member for minutes. Chunks of a quarter of the
-    scoring chunk, so that progress shows often enough even for an ensemble on a busy machine
-    (benchmarks/scale.py prints each stage's longest silence)."""
+    hundreds of thousands of titles with every member for minutes, and one chunk may take
+    longer than the interval between two progress lines (a thread writes them)."""
     titles = as_array(titles)
     predicted = np.zeros(len(titles), dtype=np.int64)
     chunk_titles = SCORING_CHUNK // 4
     with Progress(f"evaluate {classifier.name}: scoring the test split", len(titles),
-                  "titles") as progress:
+                  "titles", ticking=True) as progress:
         for start in range(0, len(titles), chunk_titles):
             chunk = titles.slice(start, chunk_titles)
             predicted[start:start + len(chunk)] = classifier.predict(chunk, batch_size)
