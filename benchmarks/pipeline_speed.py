@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -53,33 +55,55 @@ def build_repeated(sample: Path, rows: int, target: Path) -> None:
 # (about half a second) is not throughput.
 _DRIVER = """
 import importlib, json, sys, time
-stage = importlib.import_module("meli.stages." + sys.argv[1])
+module = importlib.import_module(sys.argv[1])
 started = time.perf_counter()
-code = stage.main([])
+code = module.main(sys.argv[2:])
 print(json.dumps({"seconds": time.perf_counter() - started}))
 sys.exit(code)
 """
 
 
-def run_stage(stage: str, workdir: Path) -> tuple[float, float, float]:
-    """Seconds in the stage, seconds of the whole process and its peak resident memory (MB).
+@dataclass
+class StageRun:
+    seconds: float  # in the stage, the interpreter's start-up aside
+    wall: float  # of the whole process
+    peak_mb: float  # its peak resident memory
+    longest_silence: float  # the longest time without a byte written to its log or output
+
+
+def run_stage(stage: str, workdir: Path, argv: Sequence[str] = (),
+              module: str | None = None) -> StageRun:
+    """Run `module`'s `main(argv)` (default: the stage's, `meli.stages.<stage>`) in `workdir`.
 
     The stage's output and log go to `<stage>.stdout` and `<stage>.log` in `workdir` (files, not
-    pipes: a stage that logs a lot never blocks on a pipe nobody reads while it runs).
+    pipes: a stage that logs a lot never blocks on a pipe nobody reads while it runs); both are
+    watched every half second while it runs, for the longest time it stays silent.
     """
+    module = module or f"meli.stages.{stage}"
+    stdout, stderr = workdir / f"{stage}.stdout", workdir / f"{stage}.log"
     started = time.perf_counter()
-    with open(workdir / f"{stage}.stdout", "w") as out, open(workdir / f"{stage}.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-c", _DRIVER, stage], cwd=workdir,
+    with open(stdout, "w") as out, open(stderr, "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", _DRIVER, module, *argv], cwd=workdir,
                                    stdout=out, stderr=log)
-        _, status, usage = os.wait4(process.pid, 0)
+        written, last_output, silence = 0, started, 0.0
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            now = time.perf_counter()
+            size = stdout.stat().st_size + stderr.stat().st_size
+            if size != written:
+                written, last_output = size, now
+            silence = max(silence, now - last_output)
+            if pid:
+                break
+            time.sleep(0.5)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait again
     wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        tail = (workdir / f"{stage}.log").read_text(errors="replace")[-3000:]
-        raise SystemExit(f"meli {stage} failed (exit {code}):\n{tail}")
-    lines = (workdir / f"{stage}.stdout").read_text().strip().splitlines()
+    if process.returncode != 0:
+        tail = stderr.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{stage} failed (exit {process.returncode}):\n{tail}")
+    lines = stdout.read_text().strip().splitlines()
     seconds = json.loads(lines[-1])["seconds"]
-    return seconds, wall, usage.ru_maxrss / 1024  # Linux reports kilobytes
+    return StageRun(seconds, wall, usage.ru_maxrss / 1024, silence)  # Linux: kilobytes
 
 
 def benchmark(name: str, source: Path, workdir: Path) -> list[dict]:

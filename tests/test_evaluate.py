@@ -24,9 +24,16 @@ from meli.bundles.load import load_classifier
 from meli.errors import MeliError
 from meli.files import read_json, write_json
 from meli.params import EvaluateParams
-from meli.stages.evaluate import CONFUSION_FILE, RECALL_FILE, evaluate, most_confused_pairs
+from meli.stages.evaluate import (
+    CONFUSION_FILE,
+    RECALL_FILE,
+    WORST_RECALL_FILE,
+    evaluate,
+    most_confused_pairs,
+)
 
 CONFUSED_PAIRS = 3
+WORST_CATEGORIES = 5
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -39,7 +46,8 @@ def evaluated(request, pipeline, tmp_path_factory):
     """(bundle, output directory, true test labels, the bundle's own test predictions)."""
     bundle_dir = request.getfixturevalue(f"{request.param}_bundle")
     out = tmp_path_factory.mktemp(f"evaluate-{request.param}")
-    result = evaluate(EvaluateParams(confused_pairs=CONFUSED_PAIRS, batch_size=50), bundle_dir,
+    result = evaluate(EvaluateParams(confused_pairs=CONFUSED_PAIRS,
+                                     worst_categories=WORST_CATEGORIES, batch_size=50), bundle_dir,
                       pipeline.prepared, out / "metrics.json", out / "plots")
     test = pq.read_table(pipeline.prepared / "test.parquet", columns=["title", "label"])
     true = test.column("label").to_numpy().astype(np.int64)
@@ -103,6 +111,16 @@ def test_per_class_recall_is_sorted_worst_first_with_the_test_support(evaluated)
         index = labels.index(row["category"])
         assert int(row["support"]) == support[row["category"]]
         assert float(row["recall"]) == pytest.approx(recall[index], abs=5e-5)
+
+
+def test_the_recall_plot_shows_only_the_worst_categories(evaluated):
+    """Hundreds of bars are unreadable: the plot's file holds the `worst_categories` first rows
+    of the full table, which keeps every category."""
+    _, out, true, _, _ = evaluated
+    every = read_csv(out / "plots" / RECALL_FILE)
+    worst = read_csv(out / "plots" / WORST_RECALL_FILE)
+    assert len(every) == len(set(true)) > WORST_CATEGORIES
+    assert worst == every[:WORST_CATEGORIES]
 
 
 def test_confusion_rows_are_those_among_the_most_confused_categories(evaluated):

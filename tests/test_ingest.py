@@ -211,6 +211,15 @@ def test_malformed_json_line_is_skipped(tmp_path, write_jsonl):
     assert (not_object["where"], not_object["kind"]) == (f"{source}:3", "not_an_object")
 
 
+def test_a_control_character_in_a_title_is_named_once(tmp_path, write_jsonl):
+    """A raw tab or newline inside a JSON string (half a line cut off makes one too)."""
+    source = write_jsonl("titles.jsonl", ['{"title": "Funda\tSamsung", "category": "X"}\n',
+                                          {"title": "Zapatillas Nike", "category": "SNEAKERS"}])
+    run_ingest(source, tmp_path / "raw")
+    (bad_json,) = rejected(tmp_path / "raw")
+    assert bad_json["reason"] == "malformed JSON: Invalid control character at column 17"
+
+
 def test_empty_or_missing_title_and_category(tmp_path, write_jsonl):
     source = write_jsonl("titles.jsonl", [
         {"title": "", "category": "A"},

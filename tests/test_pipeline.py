@@ -84,7 +84,7 @@ def test_plots_show_draws_both_learning_curves(reproduced, tmp_path):
     assert len(per_model["cnn"]) == epochs
     assert len(per_model["mlp"]) >= 1
     assert {"results/evaluate/cnn/confusion.csv",
-            "results/evaluate/fasttext/per_class_recall.csv"} <= set(shown)
+            "results/evaluate/fasttext/worst_recall.csv"} <= set(shown)
     page = tmp_path / "plots"
     dvc(reproduced, "plots", "show", "-o", str(page))
     assert (page / "index.html").stat().st_size > 0

@@ -252,6 +252,21 @@ def test_a_line_of_a_million_characters_is_skipped_and_counted(capsys, tmp_path,
     assert err.strip().splitlines()[-1] == f"meli predict: error: {alone}: no titles to classify"
 
 
+def test_csv_rows_skipped_are_named_by_their_line(capsys, tmp_path, mlp_bundle):
+    """A row of the wrong width, and an empty title after it, each named by its own line (the
+    README's example: the one-field row is line 3)."""
+    source = tmp_path / "titles.csv"
+    source.write_text('title,price\n"Cable HDMI 2m, 4K",10\nRemera Adidas Hombre\n'
+                      'Mesa de luz,20\n,5\nSilla gamer,30,extra\nCelular Samsung,40\n',
+                      encoding="utf-8")
+    code, out, err = predict(capsys, "--model", str(mlp_bundle), "--input", str(source))
+    assert code == 0
+    assert [row[0] for row in predictions_csv(out)[1:]] == [
+        "Cable HDMI 2m, 4K", "Mesa de luz", "Celular Samsung"]
+    assert f"{source}: skipped 2 row(s) with the wrong number of CSV fields (line 3, 6)" in err
+    assert f"{source}: skipped 1 row(s) with an empty title (line 5)" in err
+
+
 def test_a_csv_without_a_title_column_names_its_columns(capsys, tmp_path, mlp_bundle):
     source = tmp_path / "products.csv"
     source.write_text("name,price\nMesa de luz,10\nCelular Samsung,20\n", encoding="utf-8")

@@ -326,6 +326,25 @@ def test_baseline_writes_a_bundle_that_loads_and_logs_its_score(pipeline, fastte
     assert balanced > 2 / len(classifier.labels)
 
 
+@pytest.mark.parametrize("loss", ["softmax", "hs"])
+def test_fasttext_predicts_its_top_one_without_every_probability(pipeline, tmp_path, monkeypatch,
+                                                                 loss):
+    """The class of each title (evaluate, the baseline's validation) is fastText's top 1: full
+    rows of probabilities cost 1,600 Python pairs a title at the course's 1,600 categories."""
+    train_baseline(BaselineParams(**(SMALL_BASELINE | {"loss": loss})), pipeline.prepared,
+                   tmp_path / loss, tmp_path / f"{loss}-live")
+    classifier = load_classifier(tmp_path / loss)
+    titles = [*validation_titles(pipeline).column("title").to_pylist(), "", "zzzz qqqq"]
+    expected = classifier.probabilities(titles).argmax(axis=1)
+
+    def every_probability(*args, **kwargs):
+        raise AssertionError("predict scored every category")
+
+    monkeypatch.setattr(classifier, "probabilities", every_probability)
+    predicted = classifier.predict(titles)
+    assert predicted.dtype == np.int64 and np.array_equal(predicted, expected)
+
+
 def test_baseline_same_seed_same_predictions(pipeline, tmp_path):
     titles = validation_titles(pipeline).column("title")
 
@@ -335,9 +354,10 @@ def test_baseline_same_seed_same_predictions(pipeline, tmp_path):
         assert not list(tmp_path.glob(".*corpus*"))  # the scratch corpus is removed
         return load_classifier(tmp_path / name).probabilities(titles)
 
-    first, again, other = probabilities("first"), probabilities("again"), probabilities(
+    # "fresh": in a models/ directory that does not exist yet (a fresh clone).
+    first, again, other = probabilities("fresh/first"), probabilities("again"), probabilities(
         "other", seed=5)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
-    assert (json.loads((tmp_path / "first-live" / "metrics.json").read_text())
+    assert (json.loads((tmp_path / "fresh/first-live" / "metrics.json").read_text())
             == json.loads((tmp_path / "again-live" / "metrics.json").read_text()))

@@ -25,6 +25,7 @@ from meli.models.mlp import MLPParams
 from meli.params import TrainParams
 from meli.stages import train as train_stage
 from meli.training import checkpoint
+from meli.training.data import Split
 from meli.training.device import cpu_has_bf16, resolve_device, use_bf16
 from meli.training.live import TrainingLog
 
@@ -85,6 +86,31 @@ def test_the_bundle_records_whether_bf16_inference_kept_validation(pipeline, tmp
     gap = abs(config["bf16_validation_balanced_accuracy"]
               - config["validation_balanced_accuracy"])
     assert config["bf16_inference"] is (gap <= 0.001)
+    assert config["bf16_check_rows"] == len(Split.load(pipeline.features, "validation"))
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="no bf16 check on a CPU without native bf16")
+def test_the_bf16_check_scores_a_sample_of_a_large_validation_split(pipeline, tmp_path,
+                                                                   monkeypatch):
+    """On the course's 485,000 validation titles the check was one more full pass on the CPU,
+    after a training that may have run on a GPU: both precisions score the same sample."""
+    from meli.training import loop
+
+    scored = []
+    evaluate = loop.evaluate
+
+    def counting(model, data, *args, **kwargs):
+        scored.append((len(data), kwargs.get("bf16", False)))
+        return evaluate(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "BF16_CHECK_ROWS", 50)
+    monkeypatch.setattr(loop, "evaluate", counting)
+    run_train(pipeline, tmp_path, TrainParams(epochs=1, batch_size=64, threads=1))
+    validation = len(Split.load(pipeline.features, "validation"))
+    assert validation > 50
+    # The epoch's own validation pass, then the sample in float32 and in bf16.
+    assert scored == [(validation, False), (50, False), (50, True)]
+    assert read_json(tmp_path / "models/mlp/config.json")["bf16_check_rows"] == 50
 
 
 # ---- resuming --------------------------------------------------------------------------------

@@ -166,13 +166,17 @@ class TitleReader:
 
     def _csv(self) -> Iterator[TitleBlock]:
         assert self.column is not None
-        options = pa_csv.ReadOptions(block_size=BLOCK_BYTES * 4, use_threads=True)
+        # One parsing thread: only then does Arrow know the number of a row it rejects (the
+        # model, not the parsing, is what takes the time).
+        options = pa_csv.ReadOptions(block_size=BLOCK_BYTES * 4, use_threads=False)
         convert = pa_csv.ConvertOptions(column_types={self.column: pa.string()},
                                         include_columns=[self.column], strings_can_be_null=False)
         wrong_width: list[int] = []
 
         def skip_row(row) -> str:
-            wrong_width.append(row.number or 0)
+            # Arrow counts rows from 1, the header included: the row's line, unless a quoted
+            # value above it spans several lines.
+            wrong_width.append(row.number)
             return "skip"
 
         parse = pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip_row)
@@ -183,11 +187,13 @@ class TitleReader:
             line = 2
             for batch in reader:
                 titles = pc.utf8_trim_whitespace(batch.column(0))
-                numbers = np.arange(line, line + len(titles))
-                line += len(titles) + len(wrong_width)
-                self.skipped.add("the wrong number of CSV fields", np.array(wrong_width))
+                # The batch's rows and the rows rejected while it was parsed, in file order.
+                rows = np.arange(line, line + len(titles) + len(wrong_width))
+                rejected = np.array(wrong_width, dtype=np.int64)
+                line += len(rows)
+                self.skipped.add("the wrong number of CSV fields", rejected)
                 wrong_width.clear()
-                yield self._keep(titles, numbers)
+                yield self._keep(titles, rows[~np.isin(rows, rejected)])
         except pa.ArrowInvalid as error:
             raise MeliError(f"{self.name}: malformed CSV: {str(error).splitlines()[0]}") from None
 

@@ -45,7 +45,10 @@ def _json_line(raw: bytes, number: int, name: str, sink: TableSink, split: str |
     except json.JSONDecodeError as error:
         sink.rows_read += 1
         sink.reject(where, "malformed_json",
-                    f"malformed JSON: {error.msg} at column {error.colno}", line)
+                    # Some of json's messages end in "at" themselves ("Invalid control
+                    # character at").
+                    f"malformed JSON: {error.msg.removesuffix(' at')} at column "
+                    f"{error.colno}", line)
         return None
     return sink.judge(record, where, split=split, language=language, raw=line)
 

@@ -214,6 +214,9 @@ class LinearParams:
 class EvaluateParams:
     # The confusion plot shows the categories of this many most-confused (true, predicted) pairs.
     confused_pairs: int = param(15, min=1, max=500)
+    # The recall plot shows this many categories of lowest test recall: a bar per category is
+    # unreadable by the hundreds (per_class_recall.csv keeps every one).
+    worst_categories: int = param(40, min=1, max=2000)
     batch_size: int = param(2048, min=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: bf16 autocast on CUDA; on a CPU with native bf16, only for a bundle whose training

@@ -53,6 +53,11 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     labels = read_json(prepared_dir / LABELS_FILE)
     normalization = read_json(prepared_dir / NORMALIZATION_FILE)
     scratch = output_dir.parent / f".{output_dir.name}.corpus.txt"
+    # models/ itself may not exist yet: the baseline needs nothing of the stages writing there.
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    log.info("baseline: fastText supervised (%s loss), %d epochs on %d thread(s), %d "
+             "categories", params.loss, params.epochs,
+             fasttext_training.thread_count(params.threads), len(labels))
     started = time.perf_counter()
     try:
         fasttext_training.write_corpus(train_path, scratch, labelled=True)

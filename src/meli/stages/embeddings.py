@@ -67,6 +67,9 @@ def build_embeddings(params: EmbeddingsParams, prepared_dir: str | Path,
                                            params.seed)
             origin = params.pretrained
         else:
+            log.info("embeddings: fastText %s vectors of %d dimensions, %d epochs on %s "
+                     "thread(s), for %s words", params.model, params.dim, params.epochs,
+                     fasttext_training.thread_count(params.threads), f"{len(vocabulary):,}")
             corpus = partial / "corpus.txt"
             fasttext_training.write_corpus(split_path(prepared_dir, "train"), corpus,
                                            labelled=False)

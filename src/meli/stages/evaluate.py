@@ -2,8 +2,9 @@
 
 Writes `metrics/<name>.json` (balanced accuracy, accuracy, macro F1; balanced accuracy and rows
 per language and per label quality, so that Portuguese and unreliable labels show apart) and, under
-`results/evaluate/<name>/`, the per-class recall table and the rows of a confusion plot limited to
-the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
+`results/evaluate/<name>/`, the per-class recall table (every category), the rows of the recall
+plot (the `worst_categories` of lowest recall) and the rows of a confusion plot limited to the
+categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
 
 Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
 included; reads the `evaluate` section of params.yaml.
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
+from meli.bundles.classifier import SCORING_CHUNK, Classifier, as_array
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import atomic_file, read_json, write_json, writing
@@ -38,10 +41,12 @@ from meli.layout import (
     split_path,
 )
 from meli.params import EvaluateParams, load_params
+from meli.progress import Progress
 
 log = logging.getLogger(__name__)
 
 RECALL_FILE = "per_class_recall.csv"
+WORST_RECALL_FILE = "worst_recall.csv"
 CONFUSION_FILE = "confusion.csv"
 
 
@@ -71,8 +76,10 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
     if len(test) == 0:
         raise MeliError(f"{test_path}: the test split is empty")
     true = test.column("label").to_numpy().astype(np.int64)
+    log.info("evaluate %s: %s test titles, %s categories", classifier.name, f"{len(test):,}",
+             f"{len(labels):,}")
     started = time.perf_counter()
-    predicted = classifier.predict(test.column("title"), params.batch_size)
+    predicted = _predict(classifier, test.column("title"), params.batch_size)
     seconds = time.perf_counter() - started
     result = EvaluateResult(
         balanced_accuracy=metrics.balanced_accuracy(true, predicted, len(labels)),
@@ -93,9 +100,25 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
                  "by_label_quality": result.by_label_quality},
     })
     plots_dir.mkdir(parents=True, exist_ok=True)
-    _write_recall(plots_dir / RECALL_FILE, true, predicted, labels)
+    _write_recall(plots_dir, true, predicted, labels, params.worst_categories)
     _write_confusion(plots_dir / CONFUSION_FILE, true, predicted, labels, params.confused_pairs)
     return result
+
+
+def _predict(classifier: Classifier, titles: pa.ChunkedArray, batch_size: int) -> np.ndarray:
+    """The class of every test title, a chunk at a time, with progress: an ensemble scores
+    hundreds of thousands of titles with every member for minutes, and one chunk may take
+    longer than the interval between two progress lines (a thread writes them)."""
+    titles = as_array(titles)
+    predicted = np.zeros(len(titles), dtype=np.int64)
+    chunk_titles = SCORING_CHUNK // 4
+    with Progress(f"evaluate {classifier.name}: scoring the test split", len(titles),
+                  "titles", ticking=True) as progress:
+        for start in range(0, len(titles), chunk_titles):
+            chunk = titles.slice(start, chunk_titles)
+            predicted[start:start + len(chunk)] = classifier.predict(chunk, batch_size)
+            progress.update(start + len(chunk))
+    return predicted
 
 
 def by_group(groups, true: np.ndarray, predicted: np.ndarray,
@@ -114,16 +137,19 @@ def by_group(groups, true: np.ndarray, predicted: np.ndarray,
     return figures
 
 
-def _write_recall(path: Path, true: np.ndarray, predicted: np.ndarray, labels: list[str]) -> None:
+def _write_recall(directory: Path, true: np.ndarray, predicted: np.ndarray, labels: list[str],
+                  worst: int) -> None:
+    """Recall and test support of every category present, worst first: all of them in
+    RECALL_FILE, the `worst` first in WORST_RECALL_FILE (the plot's)."""
     recall = metrics.recall_per_class(true, predicted, len(labels))
     support = np.bincount(true, minlength=len(labels))
     order = np.lexsort((np.arange(len(labels)), recall))  # worst first; NaN (no rows) last
-    with _atomic_text(path) as out:
-        writer = csv.writer(out)
-        writer.writerow(["category", "recall", "support"])
-        for i in order:
-            if support[i]:
-                writer.writerow([labels[i], f"{recall[i]:.4f}", int(support[i])])
+    rows = [[labels[i], f"{recall[i]:.4f}", int(support[i])] for i in order if support[i]]
+    for name, chosen in ((RECALL_FILE, rows), (WORST_RECALL_FILE, rows[:worst])):
+        with _atomic_text(directory / name) as out:
+            writer = csv.writer(out)
+            writer.writerow(["category", "recall", "support"])
+            writer.writerows(chosen)
 
 
 @contextmanager

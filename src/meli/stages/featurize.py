@@ -44,6 +44,7 @@ from meli.layout import (
     tokens_path,
 )
 from meli.params import FeaturizeParams, load_params
+from meli.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def _encode_split(vocabulary: Vocabulary, max_length: int, source: Path, directo
     with (_npy_writer(tokens_path(directory, split), (total, max_length)) as tokens,
           _npy_writer(labels_path(directory, split), (total,)) as labels):
         batches = table.iter_batches(BATCH_ROWS, columns=["text", "label"])
+        progress = Progress(f"featurize: encoding the {split} split", total, "rows")
         for encoded, lengths, label in _in_threads(encode, batches):
             tokens.write(np.ascontiguousarray(encoded, dtype="<i4").tobytes())
             labels.write(np.ascontiguousarray(label, dtype="<i4").tobytes())
@@ -140,6 +142,7 @@ def _encode_split(vocabulary: Vocabulary, max_length: int, source: Path, directo
             words += int(np.count_nonzero(encoded))
             unknown += int(np.count_nonzero(encoded == UNKNOWN))
             rows += len(encoded)
+            progress.update(rows)
     if rows != total:
         raise MeliError(f"{source}: read {rows} rows, its metadata says {total}")
     return {

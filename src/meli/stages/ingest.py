@@ -52,6 +52,7 @@ from meli.errors import MeliError, run, stage_parser
 from meli.files import atomic_directory, write_json, writing
 from meli.layout import RAW_DIR, SOURCE_FILE
 from meli.params import DataParams, load_params
+from meli.progress import Ticker, duration
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,9 @@ def _read_path(path: Path, name: str, sink: TableSink) -> str:
     compression = compression_of(magic)
     try:
         kind = content_kind(head(path, compression), name, compression)
-        with path.open("rb") as raw:
+        size = path.stat().st_size
+        with path.open("rb") as raw, Ticker(lambda elapsed: _reading(name, raw.tell(), size,
+                                                                       sink, elapsed)):
             stream = DECOMPRESSORS[compression](raw) if compression else raw
             if kind == "tar":
                 read_tar(stream, name, sink)
@@ -116,6 +119,14 @@ def _read_path(path: Path, name: str, sink: TableSink) -> str:
         raise MeliError(f"{name}: unreadable or truncated {what} "
                         f"(after {sink.rows_read} rows): {reason(error)}") from None
     return f"{kind}.{SUFFIX[compression]}" if compression else kind
+
+
+def _reading(name: str, done: int, size: int, sink: TableSink, elapsed: float) -> str:
+    """How far ingest is into a file: its bytes read (compressed ones, as on disk)."""
+    share = done / max(size, 1)
+    left = elapsed * (1 - share) / share if share else 0
+    return (f"ingest: {name}: {share:.0%} of {size / 1e6:,.0f} MB read, {sink.rows_read:,} "
+            f"rows so far, {duration(elapsed)}, about {duration(left)} left")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ from meli.layout import (
     split_path,
 )
 from meli.params import PrepareParams, load_params, to_dict
+from meli.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,13 @@ def _filter_and_normalize(params: PrepareParams, table_path: Path, scratch: Path
 
         # pre_buffer=False: a pre-buffering reader keeps what it read until it is closed.
         raw = pq.ParquetFile(table_path, pre_buffer=False)
+        progress = Progress("prepare: normalizing (pass 1 of 2)", raw.metadata.num_rows, "rows")
         for record_batch in raw.iter_batches(BATCH_ROWS):
             pending.append(pool.submit(_select_and_normalize, record_batch, params))
             if len(pending) > _THREADS:
                 take_one()
+            progress.update(progress.done + record_batch.num_rows)
+        progress.close()
         while pending:
             take_one()
         while writing:
@@ -347,12 +351,15 @@ def _write_splits(directory: Path, decision: _Decision, split: np.ndarray,
             writers[name].write_table(part)
 
     scratch = pq.ParquetFile(directory / _SCRATCH_FILE, pre_buffer=False)
-    with ThreadPoolExecutor(max_workers=1) as write_pool:
+    progress = Progress("prepare: writing the splits (pass 2 of 2)", scratch.metadata.num_rows,
+                        "rows")
+    with ThreadPoolExecutor(max_workers=1) as write_pool, progress:
         writing: deque[Future] = deque()
         for record_batch in scratch.iter_batches(BATCH_ROWS):
             batch = pa.Table.from_batches([record_batch])
             window = slice(start, start + len(batch))
             start += len(batch)
+            progress.update(start)
             for reason, mask, message in (
                 ("duplicate", decision.duplicate[window],
                  "exact duplicate of an earlier (title, category)"),

@@ -147,6 +147,11 @@ def train(architecture: str, params: TrainParams, model_params: Any,
         log.info("%s: resuming after epoch %d of %d from %s", architecture, state.epoch,
                  params.epochs, checkpoints)
     resumed_from = state.epoch
+    if group.main:
+        log.info("%s: %s training titles, %s validation, %d categories; %s batches of %d an "
+                 "epoch on %s%s", architecture, f"{len(train_split):,}", f"{len(validation):,}",
+                 len(labels), f"{len(loader):,}", params.batch_size, device,
+                 " under bf16 autocast" if setup.bf16 else "")
     training_log = (TrainingLog(live_dir, {"model": architecture, "train": to_dict(params),
                                            architecture: to_dict(model_params)},
                                 state if resumed else None)
