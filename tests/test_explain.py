@@ -5,15 +5,13 @@ titles whose telling words are known, and the command line (text, JSON, input fi
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sample_words import explanation_sanity, names_the_product, telling_words
 
 from meli.bundles import explain as explain_module
 from meli.bundles.confusions import confused_pairs, confusions_markdown, most_confused
@@ -27,7 +25,7 @@ from meli.bundles.explain import (
 )
 from meli.bundles.load import load_classifier
 from meli.cli import main
-from meli.data.sample import CATALOGUE, _generate_columns
+from meli.data.sample import CATALOGUE
 from meli.data.tfidf import _Batch, word_ngrams
 from meli.layout import split_path
 from meli.params import EnsembleParams, LinearParams
@@ -258,90 +256,10 @@ def test_occlusion_batches_whole_titles_when_many(monkeypatch, mlp_bundle):
     assert counting.calls == [5 + 4, 6 + 2]
 
 
-# Words of the catalogue's nouns that name nothing ("capa de silicone", "fone de ouvido").
-FUNCTION_WORDS = {"de", "da", "do", "del", "para", "com", "con", "sem", "sin", "e", "y", "a",
-                  "o", "em", "en"}
-
-
-def telling_words(category, attributes: bool = False) -> list[re.Pattern]:
-    """What names the product of a synthetic title: its category's nouns (Spanish and
-    Portuguese), brands and model names; with `attributes`, also the attributes and specs only
-    that category's titles carry ("silicona", "tpu"). A model pattern matches any digits and
-    letters it stands for; a bare number ("Flip {1-9}"'s "9") names nothing."""
-    phrases = [*category.nouns_es, *category.nouns_pt,
-               *(line.replace(":", " ") for line in category.lines)]
-    if attributes:
-        phrases += [*category.words_es, *category.words_pt, *category.specs]
-    patterns = []
-    for text in (word for phrase in phrases for word in phrase.split()):
-        if fold(text) in FUNCTION_WORDS or not re.search(r"[^\W\d_]", re.sub(r"\{.*?\}", "",
-                                                                              text)):
-            continue
-        pattern = re.escape(fold(text))
-        pattern = re.sub(r"\\\{\d+\\-\d+\\\}", r"\\d+", pattern).replace("\\#", r"\d")
-        patterns.append(re.compile(pattern.replace("@", "[a-z]") + "$"))
-    return patterns
-
-
-def fold(word: str) -> str:
-    word = unicodedata.normalize("NFKD", word.lower())
-    return "".join(c for c in word if not unicodedata.combining(c)).strip("()-,/+.")
-
-
-def names_the_product(word: str, patterns: list[re.Pattern]) -> bool:
-    """A telling word, or one typo away from one (the generator swaps, drops or doubles a
-    letter of a word of 4 letters or more)."""
-    word = fold(word)
-    if any(pattern.match(word) for pattern in patterns):
-        return True
-    literal = [p.pattern.removesuffix("$").replace("\\", "") for p in patterns]
-    return len(word) >= 4 and any(one_typo_apart(word, text) for text in literal
-                                  if len(text) >= 4 and text.isalpha())
-
-
-def one_typo_apart(a: str, b: str) -> bool:
-    if abs(len(a) - len(b)) > 1 or a == b:
-        return a == b
-    if len(a) == len(b):
-        differ = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(differ) == 2 and differ[1] == differ[0] + 1 and \
-            a[differ[0]] == b[differ[1]] and a[differ[1]] == b[differ[0]]
-    shorter, longer = sorted((a, b), key=len)
-    return any(longer[:i] + longer[i + 1:] == shorter for i in range(len(longer)))
-
-
-@dataclass
-class Sanity:
-    titles: int           # classified right, of those generated
-    product: float        # share whose top positive word is a brand, model or product noun
-    own_words: float      # ... or an attribute or spec only that category's titles carry
-
-
-def occlusion_sanity(classifier, rows: int = 400, seed: int = 11) -> Sanity:
-    """Synthetic titles of a seed the model never saw, explained; of those it classifies
-    right, the share whose top positive word names the product, and the share whose top word
-    is one of the category's own catalogue words."""
-    columns = _generate_columns(rows, seed)
-    by_name = {category.name: category for category in CATALOGUE}
-    titles, truth = columns["title"], columns["true_category"]
-    known = [i for i, name in enumerate(truth) if name in classifier.labels]
-    explanations = explain(classifier, [titles[i] for i in known])
-    right = [(i, e) for i, e in zip(known, explanations, strict=True) if e.category == truth[i]]
-    product = own = 0
-    for i, explanation in right:
-        top = explanation.strongest(1)
-        if top is None:
-            continue
-        word, category = explanation.words[top], by_name[truth[i]]
-        product += names_the_product(word, telling_words(category))
-        own += names_the_product(word, telling_words(category, attributes=True))
-    return Sanity(len(right), product / len(right), own / len(right))
-
-
 @pytest.mark.parametrize("bundle", ["mlp_bundle", "ensemble_bundle"])
 def test_occlusion_finds_the_words_that_name_the_category(request, bundle):
     classifier = load_classifier(request.getfixturevalue(bundle))
-    sanity = occlusion_sanity(classifier)
+    sanity = explanation_sanity(classifier)
     assert sanity.titles >= 300  # of the 400, most are classified right
     assert sanity.own_words >= 0.9, sanity
     assert sanity.product >= 0.5, sanity
