@@ -8,8 +8,9 @@ speed: needs a repository whose models were trained on the real sample (`--repo`
 the one `python benchmarks/models.py --keep DIR` leaves; else one is built here first, a few
 minutes). The model is loaded once; then each of `--titles` titles of its test split is
 explained alone, as `meli explain TITLE` does once the model is loaded (occlusion's n + 1
-titles through the model, or the linear decomposition, and the text view), and the wall time of
-each is recorded. Printed: the median, p90, p99 and mean milliseconds, the titles' mean words,
+titles through the model, or the linear decomposition, and the text view), and the wall and
+CPU time of each are recorded. Printed: the median, p90, p99 and mean wall milliseconds, the
+median CPU milliseconds (every thread of the process), the titles' mean words,
 and the same figures for predicting alone (`Classifier.top`, one title), for scale. Target
 (issue 28): the ensemble at 50 ms or less per title.
 
@@ -39,26 +40,36 @@ sys.path.insert(0, str(ROOT / "tests"))
 from dvc_repo import REAL_SAMPLE, dvc, make_repo  # noqa: E402
 from sample_words import evidence_sanity, explanation_sanity  # noqa: E402
 
-from meli.bundles.explain import default_method, explain, format_explanation  # noqa: E402
+from meli.bundles.explain import (  # noqa: E402
+    DECOMPOSITION,
+    OCCLUSION,
+    default_method,
+    explain,
+    format_explanation,
+)
 from meli.bundles.load import load_classifier  # noqa: E402
 
 MODELS = ("mlp", "cnn", "rnn", "fasttext", "linear", "ensemble")
 
 
-def milliseconds(run, titles: list[str]) -> np.ndarray:
+def milliseconds(run, titles: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and CPU milliseconds (this process, every thread) of `run` on each title."""
     for title in titles[:10]:  # warm-up: first calls compile kernels and fill caches
         run(title)
-    times = []
+    wall, cpu = [], []
     for title in titles:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         run(title)
-        times.append(1000 * (time.perf_counter() - started))
-    return np.array(times)
+        wall.append(1000 * (time.perf_counter() - started))
+        cpu.append(1000 * (time.process_time() - started_cpu))
+    return np.array(wall), np.array(cpu)
 
 
-def summary(label: str, times: np.ndarray) -> str:
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    return (f"{label:<26} {p50:>7.1f} {p90:>7.1f} {p99:>7.1f} {times.mean():>7.1f}")
+def summary(label: str, times: tuple[np.ndarray, np.ndarray]) -> str:
+    wall, cpu = times
+    p50, p90, p99 = np.percentile(wall, [50, 90, 99])
+    return (f"{label:<22} {p50:>7.1f} {p90:>7.1f} {p99:>7.1f} {wall.mean():>7.1f} "
+            f"{np.median(cpu):>8.1f}")
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -84,13 +95,16 @@ def speed(args: argparse.Namespace) -> None:
         print(f"{bundle} ({members or classifier.config.get('architecture')}), loaded in "
               f"{loaded:.1f} s; {len(titles)} test titles of {words:.1f} words on average; "
               f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}\n")
-        print(f"{'ms per title':<26} {'median':>7} {'p90':>7} {'p99':>7} {'mean':>7}")
+        print(f"{'ms per title':<22} {'median':>7} {'p90':>7} {'p99':>7} {'mean':>7} "
+              f"{'CPU med.':>8}")
         explained = milliseconds(
             lambda title: format_explanation(explain(classifier, [title])[0]), titles)
         print(summary("explain (text view)", explained))
         print(summary("predict (top 3)", milliseconds(lambda t: classifier.top([t]), titles)))
-        verdict = "meets" if np.median(explained) <= 50 else "misses"
-        print(f"\nexplain median {np.median(explained):.1f} ms: {verdict} the 50 ms target")
+        median = float(np.median(explained[0]))
+        print(f"\nexplain median {median:.1f} ms: {'meets' if median <= 50 else 'misses'} the "
+              f"50 ms target (CPU ms: the process's CPU time, every thread; on a busy machine "
+              f"wall time is the larger)")
 
 
 def sanity(args: argparse.Namespace) -> None:
@@ -102,10 +116,13 @@ def sanity(args: argparse.Namespace) -> None:
             print(f"{name:<10} (no bundle in {bundle.parent})")
             continue
         classifier = load_classifier(bundle)
-        result = explanation_sanity(classifier, rows=args.titles)
-        method = default_method(classifier)
-        print(f"{name:<10} {method:<14} {result.titles:>6} {result.product:>8.1%} "
-              f"{result.own_words:>10.1%}", flush=True)
+        methods = [default_method(classifier)]
+        if methods[0] == DECOMPOSITION:
+            methods.append(OCCLUSION)  # the linear model: both, side by side
+        for method in methods:
+            result = explanation_sanity(classifier, rows=args.titles, method=method)
+            print(f"{name:<10} {method:<14} {result.titles:>6} {result.product:>8.1%} "
+                  f"{result.own_words:>10.1%}", flush=True)
     print(f"{'evidence':<10} {'likelihood':<14} {args.titles:>6} "
           f"{evidence_sanity(rows=args.titles):>8.1%}")
 

@@ -203,6 +203,7 @@ class TitleWords:
     words: list[str]
     normalized: list[str]
     tokens_per_word: list[int]
+    text: str  # the whole title normalized: what the model reads
 
 
 def title_words(classifier: Classifier, titles: Sequence[str]) -> list[TitleWords]:
@@ -222,10 +223,11 @@ def title_words(classifier: Classifier, titles: Sequence[str]) -> list[TitleWord
         forms = normalized[start:start + len(words)]
         start += len(words)
         counts = [len(form.split()) for form in forms]
-        tokens = normalized[len(flat) + index].split()
+        text = normalized[len(flat) + index]
+        tokens = text.split()
         if " ".join(forms).split() != tokens:
             words, forms, counts = tokens, tokens, [1] * len(tokens)
-        result.append(TitleWords(words, forms, counts))
+        result.append(TitleWords(words, forms, counts, text))
     return result
 
 
@@ -279,11 +281,13 @@ def _groups(sizes: list[int], limit: int) -> Iterator[list[int]]:
 
 
 # ---- the linear bundle's exact decomposition ---------------------------------------------------
+# head_weights, linear_scores, linear_probabilities and head_factors are the only code that
+# reads how the linear bundle stores its heads.
 
 def head_weights(classifier: LinearClassifier, features: np.ndarray,
                  category: int) -> list[tuple[np.ndarray, float]]:
     """Per head, the weights (float32) of `features` for one category, and the head's intercept
-    for it: the one place that reads the linear bundle's weight storage."""
+    for it."""
     result = []
     for head in classifier.heads:
         if head.projection is None:
@@ -292,6 +296,24 @@ def head_weights(classifier: LinearClassifier, features: np.ndarray,
             weights = head.coef[features] @ head.projection[:, category]
         result.append((np.asarray(weights, dtype=np.float32), float(head.intercept[category])))
     return result
+
+
+def linear_scores(classifier: LinearClassifier, matrix) -> list[np.ndarray]:
+    """Each head's decision scores (titles x categories, float32) of a TF-IDF matrix."""
+    return [head.scores(matrix) for head in classifier.heads]
+
+
+def linear_probabilities(classifier: LinearClassifier,
+                         head_scores: list[np.ndarray]) -> np.ndarray:
+    """The bundle's probabilities from its heads' scores: sum over heads of share x
+    softmax(scores / temperature), a lone head's share being 1 (as LinearClassifier)."""
+    from meli.bundles.linear import softmax
+
+    if len(head_scores) == 1:
+        return softmax(head_scores[0] / classifier.temperatures[0])
+    return sum(share * softmax(part / temperature)
+               for part, share, temperature in zip(head_scores, classifier.shares,
+                                                   classifier.temperatures, strict=True))
 
 
 def head_factors(classifier: LinearClassifier) -> list[float]:
@@ -305,14 +327,16 @@ def head_factors(classifier: LinearClassifier) -> list[float]:
 
 def decompose(classifier: LinearClassifier, titles: Sequence[str], words: list[TitleWords],
               wanted: np.ndarray, ngrams: bool = False) -> list[Explanation]:
-    texts = classifier.normalize(list(titles))
-    probabilities = classifier.probabilities(list(titles))
-    chosen = np.where(wanted >= 0, wanted, probabilities.argmax(axis=1)) if len(titles) else wanted
+    # Normalized and featurized once: the scores, probabilities and contributions all come
+    # from this one matrix.
+    texts = pa.array([entry.text for entry in words], pa.string())
     matrix = classifier.features.matrix(texts).tocsr()
     matrix.sort_indices()
+    head_scores = linear_scores(classifier, matrix)
+    probabilities = linear_probabilities(classifier, head_scores)
+    chosen = np.where(wanted >= 0, wanted, probabilities.argmax(axis=1)) if len(titles) else wanted
     factors = head_factors(classifier)
-    # Each title's score as the bundle computes it (Head.scores), for the explained category.
-    head_scores = classifier.scores(texts)
+    # Each title's score as the bundle computes it, for the explained category.
     scores = sum(factor * part[np.arange(len(titles)), chosen].astype(np.float64)
                  for factor, part in zip(factors, head_scores, strict=True))
     # Per matrix entry (title, feature): x_f x sum_h a_h W_h[f, c], and per title the intercept.
