@@ -240,7 +240,7 @@ def test_occlusion_scores_n_plus_one_titles_per_title_in_one_batch(request, monk
         assert explanation.method == OCCLUSION and explanation.words == title.split()
         # Each figure is the fall of the log-odds without the word, scored title by title.
         alone = np.array([classifier.probabilities([variant])[0, explanation.category_id]
-                          for variant in occlusion_titles(title.split())], dtype=np.float64)
+                          for variant in occlusion_titles(title, title.split())], dtype=np.float64)
         # Log-odds of float32 probabilities, which stop 6e-8 short of 1: capped at 1e-7.
         capped = np.clip(alone, 1e-7, 1 - 1e-7)
         odds = np.log(capped) - np.log1p(-capped)

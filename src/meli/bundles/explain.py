@@ -233,16 +233,17 @@ def title_words(classifier: Classifier, titles: Sequence[str]) -> list[TitleWord
 
 # ---- occlusion --------------------------------------------------------------------------------
 
-def occlusion_titles(words: list[str]) -> list[str]:
+def occlusion_titles(title: str, words: list[str]) -> list[str]:
     """The title, then the title without each of its words in turn: n + 1 titles."""
-    return [" ".join(words), *(" ".join(words[:i] + words[i + 1:]) for i in range(len(words)))]
+    return [title, *(" ".join(words[:i] + words[i + 1:]) for i in range(len(words)))]
 
 
 def occlude(classifier: Classifier, titles: Sequence[str], words: list[TitleWords],
             wanted: np.ndarray) -> list[Explanation]:
     explanations: list[Explanation] = []
     for group in _groups([len(entry.words) + 1 for entry in words], OCCLUSION_ROWS):
-        variants = [variant for index in group for variant in occlusion_titles(words[index].words)]
+        variants = [variant for index in group
+                    for variant in occlusion_titles(titles[index], words[index].words)]
         probabilities = classifier.probabilities(pa.array(variants, pa.string()))
         row = 0
         for index in group:
