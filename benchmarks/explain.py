@@ -1,7 +1,7 @@
 """`meli explain`: the time to explain one title with the model loaded, and how often the
 explanations' strongest word names the product on synthetic titles.
 
-    python benchmarks/explain.py speed --repo DIR [--model ensemble] [--titles 300]
+    python benchmarks/explain.py speed --repo DIR [--model ensemble] [--titles 300] [--threads N]
     python benchmarks/explain.py sanity [--repo .] [--models mlp cnn rnn fasttext linear ensemble]
 
 speed: needs a repository whose models were trained on the real sample (`--repo`, for instance
@@ -83,6 +83,10 @@ def speed(args: argparse.Namespace) -> None:
             print("building the real-sample repository (dvc repro) ...", flush=True)
             dvc(repo, "repro")
         bundle = repo / "models" / args.model
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         started = time.perf_counter()
         classifier = load_classifier(bundle)
         loaded = time.perf_counter() - started
@@ -94,7 +98,8 @@ def speed(args: argparse.Namespace) -> None:
                                 getattr(classifier, "weights", []), strict=True))
         print(f"{bundle} ({members or classifier.config.get('architecture')}), loaded in "
               f"{loaded:.1f} s; {len(titles)} test titles of {words:.1f} words on average; "
-              f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}\n")
+              f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}, PyTorch threads "
+              f"{args.threads or 'default'}\n")
         print(f"{'ms per title':<22} {'median':>7} {'p90':>7} {'p99':>7} {'mean':>7} "
               f"{'CPU med.':>8}")
         explained = milliseconds(
@@ -134,6 +139,8 @@ def main() -> None:
     timing.add_argument("--repo", type=Path, help="a repository with real-sample bundles")
     timing.add_argument("--model", default="ensemble")
     timing.add_argument("--titles", type=int, default=300)
+    timing.add_argument("--threads", type=int,
+                        help="PyTorch threads (default: PyTorch's, one per core)")
     check = commands.add_parser("sanity", help="strongest words on synthetic titles")
     check.add_argument("--repo", type=Path, help="a repository with synthetic-sample bundles "
                                                  "(default: this one)")
