@@ -15,6 +15,8 @@ server CPU per request for the same trivial route under uvicorn).
 - `POST /reload` (or SIGHUP) loads the new bundle aside, in a thread, scores a few titles with
   it, then swaps the reference the next batch reads. Requests in flight finish on the old
   version, and none fails.
+- `POST /explain` (meli.serve.explain): the words that made the model choose each title's
+  category, batched by a batcher of its own.
 - Bad input gets a 4xx JSON `{"error": "<field>: <what is wrong>"}`, never a 500.
 """
 
@@ -329,8 +331,12 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
                settings: Settings | None = None, handle_sighup: bool = False) -> Starlette:
     """The app serving `model` (None: not ready yet, /health says 503); `source` is where
     /reload and SIGHUP load from."""
+    # Imported here: meli.serve.explain reads the body parsers and BadRequest from this module.
+    from meli.serve.explain import ExplainEndpoint
+
     server = Server(model, source, settings or Settings())
     metrics = server.metrics
+    explainer = ExplainEndpoint(server)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -339,6 +345,7 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
             server.score, batch_size=s.max_batch_requests, timeout_ms=s.batch_wait_ms,
             max_batch_length=s.max_batch_titles)
         server.reloading = asyncio.Lock()
+        explainer.start()
         loop = asyncio.get_running_loop()
         if handle_sighup:
             loop.add_signal_handler(signal.SIGHUP, server.sighup)
@@ -349,10 +356,11 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
         task = getattr(server.processor, "_task", None)
         if task is not None:
             task.cancel()
+        explainer.stop()
 
     async def http_error(request: Request, error: HTTPException) -> Response:
-        message = {404: f"{request.url.path}: no such endpoint (/predict, /health, /model, "
-                        f"/metrics, /reload, /)",
+        message = {404: f"{request.url.path}: no such endpoint (/predict, /explain, /health, "
+                        f"/model, /metrics, /reload, /)",
                    405: f"{request.url.path}: method {request.method} not allowed"}
         return error_response(error.status_code,
                               message.get(error.status_code, str(error.detail)))
@@ -428,6 +436,7 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
 
     app = Starlette(
         routes=[Route("/predict", predict, methods=["POST"]),
+                Route("/explain", explainer.handle, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),
                 Route("/model", model_info, methods=["GET"]),
                 Route("/metrics", prometheus, methods=["GET"]),
