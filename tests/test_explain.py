@@ -436,3 +436,23 @@ def test_each_pair_lists_the_words_that_drove_its_titles_to_the_wrong_category(
     assert len(rows) == 1 + len(pairs)
     assert all(row.count(" | ") == 5 for row in rows)  # six cells, none broken by a title
     assert f"| {pairs[0].true} | {pairs[0].predicted} | {pairs[0].titles} |" in text
+
+
+def test_evaluate_writes_the_confused_pairs_and_their_words(pipeline, mlp_bundle, tmp_path):
+    from meli.bundles.confusions import CONFUSIONS_FILE, TITLES_PER_PAIR
+    from meli.params import EvaluateParams
+    from meli.stages.evaluate import evaluate
+
+    evaluate(EvaluateParams(confused_pairs=5), mlp_bundle, pipeline.prepared,
+             tmp_path / "metrics.json", tmp_path / "plots")
+    classifier = load_classifier(mlp_bundle)
+    table = pq.read_table(split_path(pipeline.prepared, "test"), columns=["title", "label"])
+    titles = table.column("title").to_pylist()
+    truth = table.column("label").to_numpy().astype(np.int64)
+    predicted = classifier.predict(titles)
+    expected = confusions_markdown(
+        confused_pairs(classifier, titles, truth, predicted, 5, TITLES_PER_PAIR), mlp_bundle.name,
+        OCCLUSION, "test", int((truth != predicted).sum()), len(truth))
+    written = (tmp_path / "plots" / CONFUSIONS_FILE).read_text(encoding="utf-8")
+    assert written == expected
+    assert written.count("\n| ") == 1 + 1 + min(5, len(most_confused(truth, predicted, 5)))

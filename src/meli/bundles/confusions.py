@@ -5,6 +5,10 @@ each pair the words that most often drove the wrong choice, from the explanation
 Bounded whatever the number of categories: pairs are counted from the (true, predicted) ids of
 the misclassified titles alone (never a categories x categories matrix), and only the `pairs`
 most frequent are explained, `titles_per_pair` titles each at most.
+
+evaluate writes it as `results/evaluate/<model>/confusions.md` beside the confusion plot: a
+Markdown table rather than a DVC plot, because what a person reads there is words (the drivers
+and an example title per pair), which DVC's plot templates, made for numbers, cannot show.
 """
 
 from __future__ import annotations
@@ -15,10 +19,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from meli.bundles.explain import MAX_WORDS, explain
+from meli.bundles.explain import MAX_WORDS, default_method, explain
+from meli.files import atomic_file
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from meli.bundles.classifier import Classifier
+
+CONFUSIONS_FILE = "confusions.md"
+# Misclassified titles explained per pair at most, in the split's order: enough for a word to
+# stand out, and a bound on evaluate's extra time (`benchmarks/explain.py confusions`: 2.2 CPU
+# seconds for the real sample's ensemble, 15 pairs, 229 test titles misclassified).
+TITLES_PER_PAIR = 30
 
 
 @dataclass
@@ -117,3 +130,14 @@ def confusions_markdown(pairs: list[ConfusedPair], model: str, method: str, spli
 def _cell(text: str) -> str:
     """Text that cannot break a Markdown table's row."""
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def write_confusions(path: Path, classifier: Classifier, titles: list[str], truth: np.ndarray,
+                     predicted: np.ndarray, pairs: int, model: str, split: str = "test") -> None:
+    """The most confused pairs of a split and the words that drove them, as confusions.md."""
+    found = confused_pairs(classifier, titles, truth, predicted, pairs, TITLES_PER_PAIR)
+    text = confusions_markdown(found, model, default_method(classifier), split,
+                               int((np.asarray(truth) != np.asarray(predicted)).sum()),
+                               len(truth))
+    with atomic_file(path) as out:
+        out.write(text.encode("utf-8"))

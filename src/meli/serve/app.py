@@ -50,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from meli.serve.explain import ExplainEndpoint
 from meli.serve.model import MAX_TITLE_CHARS, LoadedModel, MeliError, ModelSource
 
 log = logging.getLogger("meli")
@@ -331,12 +332,9 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
                settings: Settings | None = None, handle_sighup: bool = False) -> Starlette:
     """The app serving `model` (None: not ready yet, /health says 503); `source` is where
     /reload and SIGHUP load from."""
-    # Imported here: meli.serve.explain reads the body parsers and BadRequest from this module.
-    from meli.serve.explain import ExplainEndpoint
-
     server = Server(model, source, settings or Settings())
     metrics = server.metrics
-    explainer = ExplainEndpoint(server)
+    explainer = ExplainEndpoint(server, BadRequest, read_body, parse_json)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -14,12 +14,17 @@ explained in one `explain` call per method (one batch of occlusion titles throug
 in a worker thread, by the model the batch read once. A request's category or method that the
 model of its batch cannot explain (it changed by a reload since the request was read) answers
 422 alone.
+
+The app hands this module its body reader, JSON parser and error type (`ExplainEndpoint`'s
+arguments) rather than this module importing them: the app imports this module, and the
+package keeps no import cycle.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import orjson
@@ -36,10 +41,8 @@ from meli.bundles.explain import (
     explain,
 )
 from meli.errors import MeliError
-from meli.serve.app import BadRequest, error_response, parse_json, read_body
 
 if TYPE_CHECKING:
-    from meli.serve.app import Server
     from meli.serve.model import LoadedModel
 
 # Titles per request at most: a page's worth, each up to MAX_WORDS + 1 titles through the model.
@@ -47,6 +50,23 @@ MAX_TITLES = 16
 # Occlusion titles per batch at most (a request is never split: one alone may exceed it).
 MAX_BATCH_ROWS = 2048
 FIELDS = ("titles", "category", "method", "k")
+
+
+class Server(Protocol):
+    """What this endpoint reads of the app's server (meli.serve.app.Server): the model, read
+    once per batch; the limits and batching settings; the metrics, which it reports to."""
+
+    model: LoadedModel | None
+    settings: Any  # max_body_bytes, max_title_chars, max_batch_requests, batch_wait_ms
+    metrics: Any   # .observe(endpoint, status, seconds)
+
+
+class BadRequest(Exception):
+    """A body this endpoint refuses: answered `status` with `{"error": message}`."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class ExplainJob:
@@ -153,10 +173,16 @@ def explain_batch(model: LoadedModel, jobs: list[ExplainJob]) -> list[tuple[int,
 
 
 class ExplainEndpoint:
-    """The route and its batcher; `start` and `stop` run in the app's lifespan."""
+    """The route and its batcher; `start` and `stop` run in the app's lifespan. `refused`,
+    `read_body` and `parse_json` are the app's: its error type (with .status and .message),
+    and how it reads a body within a size limit and parses it, raising that error."""
 
-    def __init__(self, server: Server):
+    def __init__(self, server: Server, refused: type[Exception],
+                 read_body: Callable[[Request, int], Awaitable[bytes]],
+                 parse_json: Callable[[bytes], Any]):
         self.server = server
+        self.refused = refused
+        self.read_body, self.parse_json = read_body, parse_json
         self.processor: AsyncBatchProcessor | None = None
 
     def start(self) -> None:
@@ -182,14 +208,16 @@ class ExplainEndpoint:
             model = self.server.model
             if model is None:
                 raise BadRequest(503, "model: not loaded yet; retry once /health says ready")
-            body = await read_body(request, self.server.settings.max_body_bytes)
-            job = parse_explain(parse_json(body), self.server.settings.max_title_chars, model)
+            body = await self.read_body(request, self.server.settings.max_body_bytes)
+            job = parse_explain(self.parse_json(body), self.server.settings.max_title_chars,
+                                model)
             assert self.processor is not None
             status, content = await self.processor(job)
             return Response(content, status_code=status, media_type="application/json")
-        except BadRequest as error:
+        except (BadRequest, self.refused) as error:
             status = error.status
-            return error_response(error.status, error.message)
+            return Response(orjson.dumps({"error": error.message}), status_code=status,
+                            media_type="application/json")
         except BaseException:
             status = 500
             raise

@@ -3,7 +3,9 @@
 Writes `metrics/<name>.json` (balanced accuracy, accuracy, macro F1; balanced accuracy and rows
 per language and per label quality, so that Portuguese and unreliable labels show apart) and, under
 `results/evaluate/<name>/`, the per-class recall table and the rows of a confusion plot limited to
-the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
+the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot;
+beside them `confusions.md`, those pairs with the words that drove their titles to the wrong
+category (meli.bundles.confusions).
 
 Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
 included; reads the `evaluate` section of params.yaml.
@@ -26,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
+from meli.bundles.confusions import CONFUSIONS_FILE, write_confusions
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import atomic_file, read_json, write_json, writing
@@ -94,6 +97,8 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
     })
     plots_dir.mkdir(parents=True, exist_ok=True)
     _write_recall(plots_dir / RECALL_FILE, true, predicted, labels)
+    write_confusions(plots_dir / CONFUSIONS_FILE, classifier, test.column("title").to_pylist(),
+                     true, predicted, params.confused_pairs, Path(bundle_dir).name)
     _write_confusion(plots_dir / CONFUSION_FILE, true, predicted, labels, params.confused_pairs)
     return result
 
