@@ -70,6 +70,10 @@ def linear_bundle(request, pipeline, tmp_path_factory):
 
 
 def dense_weights(head) -> np.ndarray:
+    """W, features x categories, float64, of a head of either format: a compact head's rows as
+    it reads them (`row`, pruned ones 0), a dense head's coef (times its projection)."""
+    if callable(getattr(head, "row", None)):
+        return np.stack([head.row(feature) for feature in range(head.size)]).astype(np.float64)
     return (head.coef if head.projection is None else head.coef @ head.projection).astype(
         np.float64)
 

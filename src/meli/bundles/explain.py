@@ -288,10 +288,15 @@ def _groups(sizes: list[int], limit: int) -> Iterator[list[int]]:
 def head_weights(classifier: LinearClassifier, features: np.ndarray,
                  category: int) -> list[tuple[np.ndarray, float]]:
     """Per head, the weights (float32) of `features` for one category, and the head's intercept
-    for it."""
+    for it. Two formats of head: a compact one (sparse or factored, pruned, int8 or float)
+    reads its own weights as it scores with them (`head.weights(features, category)`, 0 where
+    pruned); a dense one holds them whole (`coef`, times `projection` when factored). A compact
+    factored head's `coef` holds its kept rows only, so `weights` is asked first."""
     result = []
     for head in classifier.heads:
-        if head.projection is None:
+        if callable(getattr(head, "weights", None)):
+            weights = head.weights(features, category)
+        elif head.projection is None:
             weights = head.coef[features, category]
         else:
             weights = head.coef[features] @ head.projection[:, category]
