@@ -4,6 +4,7 @@ body a 4xx naming the field, and the page's highlighted words in a real headless
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -226,5 +227,7 @@ def test_the_page_highlights_the_words_for_and_against_in_a_real_browser(
                 why = block.find_element(By.CLASS_NAME, "why")
                 assert why.get_attribute("data-method") == "occlusion"
                 assert explanation["category"] in why.text and "occlusion" in why.text
+            if os.environ.get("MELI_SCREENSHOT"):  # to look at the page: a PNG of it
+                browser.save_screenshot(os.environ["MELI_SCREENSHOT"])
         finally:
             browser.quit()
