@@ -3,12 +3,13 @@
 Writes `metrics/<name>.json` (balanced accuracy, accuracy, macro F1; balanced accuracy and rows
 per language and per label quality, so that Portuguese and unreliable labels show apart) and, under
 `results/evaluate/<name>/`, the per-class recall table and the rows of a confusion plot limited to
-the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot;
-beside them `confusions.md`, those pairs with the words that drove their titles to the wrong
-category (meli.bundles.confusions).
+the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
 
 Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
 included; reads the `evaluate` section of params.yaml.
+
+Beside the confusion plot, `confusions.md`: the most confused pairs with the words that drove
+their titles to the wrong category (meli.bundles.confusions).
 """
 
 from __future__ import annotations
