@@ -120,11 +120,16 @@ def confusions_markdown(pairs: list[ConfusedPair], model: str, method: str, spli
              "choice: strongest in (pushed in) | example |",
              "| --- | --- | ---: | ---: | --- | --- |"]
     for pair in pairs:
-        drivers = ", ".join(f"{_cell(driver.word)} {driver.strongest} ({driver.pushed})"
+        drivers = ", ".join(f"{_code(driver.word)} {driver.strongest} ({driver.pushed})"
                             for driver in pair.drivers) or "-"
         lines.append(f"| {_cell(pair.true)} | {_cell(pair.predicted)} | {pair.titles} | "
                      f"{pair.explained} | {drivers} | {_cell(pair.example)} |")
     return "\n".join(lines) + "\n"
+
+
+def _code(word: str) -> str:
+    """A word as a code span, so that a number read ("0000") is not taken for a count."""
+    return "`" + _cell(word).replace("`", "'") + "`"
 
 
 def _cell(text: str) -> str:
