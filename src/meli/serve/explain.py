@@ -6,8 +6,9 @@ changes nothing here, one category is explained per title), with two optional fi
 `category` (explain that category for every title instead of each one's most probable) and
 `method` (`decomposition`, the linear model's default, or `occlusion`). It is read and refused
 as /predict's is: the same body and title limits, a 4xx JSON error naming the field, 503 before
-the model is loaded. A request holds at most MAX_TITLES titles of at most MAX_WORDS words: with
-occlusion a title of n words costs n + 1 titles through the model.
+the model is loaded. A request holds at most MAX_TITLES titles of at most 64 words (what `meli
+explain` explains): with occlusion a title of n words costs n + 1 titles through the model. Like
+the rest of the server, it reaches the bundle through meli.serve.model.
 
 Requests are batched as /predict's are, by their own batcher: requests that arrive together are
 explained in one `explain` call per method (one batch of occlusion titles through the model),
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -32,22 +33,13 @@ from batched.aio import AsyncBatchProcessor
 from starlette.requests import Request
 from starlette.responses import Response
 
-from meli.bundles.explain import (
-    DECOMPOSITION,
-    MAX_WORDS,
-    METHODS,
-    category_id,
-    default_method,
-    explain,
-)
-from meli.errors import MeliError
+from meli.serve.model import LoadedModel, MeliError
 
-if TYPE_CHECKING:
-    from meli.serve.model import LoadedModel
-
-# Titles per request at most: a page's worth, each up to MAX_WORDS + 1 titles through the model.
+# Titles per request at most: a page's worth, each up to 65 titles through the model (a title
+# of LoadedModel.explain_max_words words, 64, and itself).
 MAX_TITLES = 16
-# Occlusion titles per batch at most (a request is never split: one alone may exceed it).
+# Occlusion titles per batch at most, as /predict's default batch of titles (a request is never
+# split: one alone may exceed it).
 MAX_BATCH_ROWS = 2048
 FIELDS = ("titles", "category", "method", "k")
 
@@ -110,9 +102,9 @@ def parse_explain(data: Any, max_title_chars: int, model: LoadedModel) -> Explai
                                   f"{max_title_chars:,}")
         if not title.strip():
             raise BadRequest(422, f"titles[{index}]: empty")
-        if len(title.split()) > MAX_WORDS:
+        if len(title.split()) > model.explain_max_words:
             raise BadRequest(422, f"titles[{index}]: {len(title.split())} words, at most "
-                                  f"{MAX_WORDS} are explained")
+                                  f"{model.explain_max_words} are explained")
     k = data.get("k", 1)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise BadRequest(422, "k: must be a whole number of 1 or more (it changes nothing "
@@ -121,9 +113,9 @@ def parse_explain(data: Any, max_title_chars: int, model: LoadedModel) -> Explai
     if category is not None and (not isinstance(category, str) or not category.strip()):
         raise BadRequest(422, "category: must be a category name, or absent for each title's "
                               "most probable")
-    if method is not None and method not in METHODS:
-        raise BadRequest(422, f"method: must be one of {', '.join(METHODS)}, or absent for the "
-                              f"model's own")
+    if method is not None and method not in model.explain_methods:
+        raise BadRequest(422, f"method: must be one of {', '.join(model.explain_methods)}, or "
+                              f"absent for the model's own")
     job = ExplainJob(titles, category, method)
     _check_against(job, model)
     return job
@@ -132,18 +124,16 @@ def parse_explain(data: Any, max_title_chars: int, model: LoadedModel) -> Explai
 def _check_against(job: ExplainJob, model: LoadedModel) -> tuple[int, str]:
     """The job's class id (-1: each title's most probable) and method for `model`; BadRequest
     422 when the model cannot explain them."""
-    classifier = model.classifier
     wanted = -1
     if job.category is not None:
         try:
-            wanted = category_id(classifier, job.category)
+            wanted = model.explained_category(job.category)
         except MeliError as error:
             raise BadRequest(422, f"category: {error}") from None
-    method = job.method or default_method(classifier)
-    if method == DECOMPOSITION and default_method(classifier) != DECOMPOSITION:
-        raise BadRequest(422, "method: the decomposition is exact for the linear model only; "
-                              "this model is explained by occlusion")
-    return wanted, method
+    try:
+        return wanted, model.explanation_method(job.method)
+    except MeliError as error:
+        raise BadRequest(422, f"method: {error}") from None
 
 
 def explain_batch(model: LoadedModel, jobs: list[ExplainJob]) -> list[tuple[int, bytes]]:
@@ -163,10 +153,10 @@ def explain_batch(model: LoadedModel, jobs: list[ExplainJob]) -> list[tuple[int,
         titles = [title for number, _ in members for title in jobs[number].titles]
         wanted = [category for number, category in members
                   for _ in jobs[number].titles]
-        explanations = iter(explain(model.classifier, titles, method=method,
-                                    categories=np.array(wanted, dtype=np.int64)))
+        explanations = iter(model.explanations(titles, np.array(wanted, dtype=np.int64),
+                                               method))
         for number, _ in members:
-            entries = [next(explanations).as_dict() for _ in jobs[number].titles]
+            entries = [next(explanations) for _ in jobs[number].titles]
             answers[number] = (200, orjson.dumps(header | {"method": method,
                                                            "explanations": entries}))
     return [answer for answer in answers if answer is not None]
