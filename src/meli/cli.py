@@ -1,6 +1,7 @@
 """`meli <command>`: the command line for people (also `python -m meli <command>`).
 
 - `meli predict`: categories of titles from a model bundle;
+- `meli explain`: which words of titles made a model choose their category;
 - `meli serve`: a model bundle (or a registry version) behind HTTP;
 - `meli search`, `meli leaderboard`: hyperparameter search through the DVC experiment queue;
 - `meli pull`: `dvc pull` that checks out only intact objects;
@@ -84,6 +85,32 @@ def _predict(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - started
     log.info("predict: %d titles in %.2fs (%.0f titles/s)", titles, seconds,
              titles / max(seconds, 1e-9))
+
+
+def _explain(args: argparse.Namespace) -> None:
+    import json
+
+    from meli.bundles.explain import explain, format_explanation, write_explanations
+    from meli.bundles.load import load_classifier
+    from meli.bundles.predict import TitleReader
+
+    if args.input is None and not args.titles:
+        raise MeliError("give titles to explain, or --input FILE (- for stdin)")
+    if args.input is not None and args.titles:
+        raise MeliError("give titles on the command line or --input FILE, not both")
+    if args.input is None and any(not title.strip() for title in args.titles):
+        raise MeliError("a title given on the command line is empty")
+    reader = TitleReader(args.input, args.column) if args.input is not None else None
+    classifier = load_classifier(args.model, args.device, args.precision)
+    options = dict(category=args.category, method=args.method, ngrams=args.ngrams)
+    if reader is not None:
+        write_explanations(classifier, reader, sys.stdout, as_json=args.json, **options)
+        return
+    for number, explanation in enumerate(explain(classifier, list(args.titles), **options)):
+        if args.json:
+            print(json.dumps(explanation.as_dict(), ensure_ascii=False))
+        else:
+            print(("\n" if number else "") + format_explanation(explanation))
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -187,6 +214,39 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                          help="auto: bf16 on CUDA, and on a CPU with bf16 when training found it "
                               "kept the model's validation figures (default: %(default)s)")
+
+    explain = commands.add_parser(
+        "explain", help="which words of titles made the model choose their category",
+        description="For each title, its most probable category (or --category) and every "
+                    "word's signed contribution to it, in title order, the strongest marked. "
+                    "The linear model is decomposed exactly: its score for the category (the "
+                    "heads' share / temperature x (TF-IDF . weights + intercept)) is the "
+                    "intercept plus each word's n-grams' contributions (an n-gram across "
+                    "words split evenly among them; character n-grams lie inside one word). "
+                    "Every other bundle (PyTorch, fastText, the ensemble) is explained by "
+                    "occlusion: how much the log-odds of the category's probability fall when "
+                    "the word is left out (a title of n words scores n + 1 titles).")
+    explain.add_argument("titles", nargs="*", help="titles to explain")
+    explain.add_argument("--model", default=str(bundle_dir("cnn")),
+                         help="model bundle directory (default: %(default)s)")
+    explain.add_argument("--input", metavar="FILE",
+                         help="one title per line, or a CSV with a 'title' column (gzip or "
+                              "not); - for stdin")
+    explain.add_argument("--column", metavar="NAME",
+                         help="the CSV column that holds the titles (default: title)")
+    explain.add_argument("--category", metavar="NAME",
+                         help="explain this category instead of each title's most probable")
+    explain.add_argument("--method", choices=("decomposition", "occlusion"),
+                         help="default: decomposition for the linear model, occlusion for "
+                              "every other (occlusion works for the linear model too)")
+    explain.add_argument("--json", action="store_true",
+                         help="one JSON object per title (JSON lines) instead of the text view")
+    explain.add_argument("--ngrams", action="store_true",
+                         help="decomposition: also each word's n-grams and their parts")
+    explain.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="where a PyTorch model runs (default: %(default)s)")
+    explain.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                         help="as for predict (default: %(default)s)")
 
     serve = commands.add_parser(
         "serve", help="serve a model bundle over HTTP (POST /predict, a page at /)",
@@ -293,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage = importlib.import_module(f"meli.stages.{argv[0]}")
         return stage.main(argv[1:])
     args = build_parser().parse_args(argv)
-    action = {"predict": _predict, "serve": _serve, "search": _search,
+    action = {"predict": _predict, "explain": _explain, "serve": _serve, "search": _search,
               "leaderboard": _leaderboard,
               "registry": _registry, "pull": _pull}[args.command]
     return run(args.command, lambda: action(args))

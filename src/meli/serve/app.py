@@ -15,6 +15,8 @@ server CPU per request for the same trivial route under uvicorn).
 - `POST /reload` (or SIGHUP) loads the new bundle aside, in a thread, scores a few titles with
   it, then swaps the reference the next batch reads. Requests in flight finish on the old
   version, and none fails.
+- `POST /explain` (meli.serve.explain): the words that made the model choose each title's
+  category, batched by a batcher of its own.
 - Bad input gets a 4xx JSON `{"error": "<field>: <what is wrong>"}`, never a 500.
 """
 
@@ -48,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from meli.serve.explain import ExplainEndpoint
 from meli.serve.model import MAX_TITLE_CHARS, LoadedModel, MeliError, ModelSource
 
 log = logging.getLogger("meli")
@@ -331,6 +334,7 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
     /reload and SIGHUP load from."""
     server = Server(model, source, settings or Settings())
     metrics = server.metrics
+    explainer = ExplainEndpoint(server, BadRequest, read_body, parse_json)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -339,6 +343,7 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
             server.score, batch_size=s.max_batch_requests, timeout_ms=s.batch_wait_ms,
             max_batch_length=s.max_batch_titles)
         server.reloading = asyncio.Lock()
+        explainer.start()
         loop = asyncio.get_running_loop()
         if handle_sighup:
             loop.add_signal_handler(signal.SIGHUP, server.sighup)
@@ -349,10 +354,11 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
         task = getattr(server.processor, "_task", None)
         if task is not None:
             task.cancel()
+        explainer.stop()
 
     async def http_error(request: Request, error: HTTPException) -> Response:
-        message = {404: f"{request.url.path}: no such endpoint (/predict, /health, /model, "
-                        f"/metrics, /reload, /)",
+        message = {404: f"{request.url.path}: no such endpoint (/predict, /explain, /health, "
+                        f"/model, /metrics, /reload, /)",
                    405: f"{request.url.path}: method {request.method} not allowed"}
         return error_response(error.status_code,
                               message.get(error.status_code, str(error.detail)))
@@ -428,6 +434,7 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
 
     app = Starlette(
         routes=[Route("/predict", predict, methods=["POST"]),
+                Route("/explain", explainer.handle, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),
                 Route("/model", model_info, methods=["GET"]),
                 Route("/metrics", prometheus, methods=["GET"]),

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from meli.bundles.classifier import Classifier
+from meli.bundles.explain import DECOMPOSITION, MAX_WORDS, METHODS, category_id, default_method
+from meli.bundles.explain import explain as explain_titles
 from meli.bundles.load import load_classifier
 from meli.bundles.predict import MAX_TITLE_CHARS
 from meli.errors import MeliError
@@ -63,6 +65,29 @@ class LoadedModel:
 
     def top_k(self, titles: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.classifier.top_k(titles, k)
+
+    # ---- explanations (meli.bundles.explain), for POST /explain ----------------------------
+    explain_methods = METHODS
+    explain_max_words = MAX_WORDS  # per title
+
+    def explained_category(self, name: str) -> int:
+        """The class id of a category name; MeliError naming the closest ones if unknown."""
+        return category_id(self.classifier, name)
+
+    def explanation_method(self, method: str | None) -> str:
+        """`method`, or the bundle's own when None; MeliError when the bundle cannot run it."""
+        own = default_method(self.classifier)
+        if method == DECOMPOSITION and own != DECOMPOSITION:
+            raise MeliError("the decomposition is exact for the linear model only; this model "
+                            "is explained by occlusion")
+        return method or own
+
+    def explanations(self, titles: list[str], categories: np.ndarray,
+                     method: str) -> list[dict[str, Any]]:
+        """Each title's explanation toward its class id in `categories` (-1: its most
+        probable), as `meli explain --json` writes it."""
+        return [explanation.as_dict() for explanation in explain_titles(
+            self.classifier, titles, method=method, categories=categories)]
 
     def describe(self) -> dict[str, Any]:
         config = self.classifier.config

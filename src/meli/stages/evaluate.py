@@ -8,6 +8,9 @@ categories of the most confused (true, predicted) pairs: 600 categories do not f
 
 Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
 included; reads the `evaluate` section of params.yaml.
+
+Beside the confusion plot, `confusions.md`: the most confused pairs with the words that drove
+their titles to the wrong category (meli.bundles.confusions).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pyarrow.parquet as pq
 
 from meli.bundles import metrics
 from meli.bundles.classifier import SCORING_CHUNK, Classifier, as_array
+from meli.bundles.confusions import CONFUSIONS_FILE, write_confusions
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import atomic_file, read_json, write_json, writing
@@ -101,6 +105,8 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
     })
     plots_dir.mkdir(parents=True, exist_ok=True)
     _write_recall(plots_dir, true, predicted, labels, params.worst_categories)
+    write_confusions(plots_dir / CONFUSIONS_FILE, classifier, test.column("title").to_pylist(),
+                     true, predicted, params.confused_pairs, Path(bundle_dir).name)
     _write_confusion(plots_dir / CONFUSION_FILE, true, predicted, labels, params.confused_pairs)
     return result
 
