@@ -310,7 +310,8 @@ def _command(stage: str) -> tuple[str, list[str]]:
 
 def _outputs(stage: str) -> list[str]:
     name, _, model = stage.partition("@")
-    return {"ingest": ["data/raw"], "prepare": ["data/prepared"],
+    return {"check": ["data/params-checked.txt"], "ingest": ["data/raw"],
+            "prepare": ["data/prepared"],
             "featurize": ["data/features"], "embeddings": ["models/embeddings"],
             "train": [f"models/{model}"], "baseline": ["models/fasttext"],
             "linear": ["models/linear"], "ensemble": ["models/ensemble"],
@@ -339,9 +340,9 @@ def _train_words(workdir: Path) -> int:
 def _rows_into(stage: str, workdir: Path, params: dict) -> int | None:
     """Rows the stage read: ingest the source's, prepare the raw table's, featurize every
     split's, the training stages the training split's, the ensemble its validation sample's,
-    evaluate the test split's; the registry none."""
+    evaluate the test split's; the params check and the registry none."""
     name = stage.partition("@")[0]
-    if name == REGISTRY:
+    if name in ("check", REGISTRY):
         return None
     source = json.loads((workdir / "data/raw/source.json").read_text())
     if name == "ingest":
