@@ -18,14 +18,16 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
+from meli.bundles.calibration import Calibration, Scored, load_calibration, score_split
+from meli.bundles.confidence import RiskCoverage, reliability, share_key
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import atomic_file, read_json, write_json, writing
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 
 RECALL_FILE = "per_class_recall.csv"
 CONFUSION_FILE = "confusion.csv"
+RELIABILITY_FILE = "reliability.csv"
+RISK_COVERAGE_FILE = "risk_coverage.csv"
+# The coverages whose top-1 accuracy the metrics file reports.
+ACCURACY_COVERAGES = (0.5, 0.8, 0.9, 0.95)
 
 
 @dataclass
@@ -56,6 +62,8 @@ class EvaluateResult:
     # present in that group, and its rows.
     by_language: dict[str, dict[str, float | int]]
     by_label_quality: dict[str, dict[str, float | int]]
+    # Calibration, risk-coverage and prediction sets: the metrics file's sections of them.
+    trust: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str | Path,
@@ -71,9 +79,17 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
     if len(test) == 0:
         raise MeliError(f"{test_path}: the test split is empty")
     true = test.column("label").to_numpy().astype(np.int64)
+    calibration = load_calibration(classifier)
+    if calibration is None:
+        raise MeliError(f"{bundle_dir}: the bundle carries no calibration (it was written "
+                        f"before bundles had one); rebuild it with `dvc repro`")
+    sets = [(coverage, class_conditional, calibration.thresholds(coverage, class_conditional))
+            for coverage in params.set_coverages for class_conditional in (False, True)]
     started = time.perf_counter()
-    predicted = classifier.predict(test.column("title"), params.batch_size)
+    scored = score_split(classifier, test.column("title"), true,
+                         [thresholds for _, _, thresholds in sets], params.batch_size)
     seconds = time.perf_counter() - started
+    predicted = scored.predicted
     result = EvaluateResult(
         balanced_accuracy=metrics.balanced_accuracy(true, predicted, len(labels)),
         accuracy=metrics.accuracy(true, predicted),
@@ -83,6 +99,8 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
         by_language=by_group(test.column("language"), true, predicted, len(labels)),
         by_label_quality=by_group(test.column("label_quality"), true, predicted, len(labels)),
     )
+    figures = trust_figures(params, scored, true, len(labels), calibration, sets)
+    result.trust = figures
     # Timing stays out of the metrics file: same params must give the same metrics.
     write_json(metrics_path, {
         "test": {"balanced_accuracy": round(result.balanced_accuracy, 6),
@@ -90,12 +108,91 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
                  "macro_f1": round(result.macro_f1, 6),
                  "rows": result.rows,
                  "by_language": result.by_language,
-                 "by_label_quality": result.by_label_quality},
+                 "by_label_quality": result.by_label_quality,
+                 **figures},
     })
     plots_dir.mkdir(parents=True, exist_ok=True)
     _write_recall(plots_dir / RECALL_FILE, true, predicted, labels)
     _write_confusion(plots_dir / CONFUSION_FILE, true, predicted, labels, params.confused_pairs)
+    _write_reliability(plots_dir / RELIABILITY_FILE, scored, params.calibration_bins)
+    _write_rows(plots_dir / RISK_COVERAGE_FILE, ["coverage", "accuracy", "min_confidence"],
+                RiskCoverage.of(scored.confidence, scored.correct).curve())
     return result
+
+
+# ---- how far the model can be trusted ------------------------------------------------------
+
+def trust_figures(params: EvaluateParams, scored: Scored, true: np.ndarray, num_classes: int,
+                  calibration: Calibration,
+                  sets: list[tuple[float, bool, np.ndarray]]) -> dict[str, Any]:
+    """Calibration, risk-coverage and the prediction sets on test: the metrics file's
+    `calibration`, `risk_coverage` and `sets` sections."""
+    curve = RiskCoverage.of(scored.confidence, scored.correct)
+    error, _ = reliability(scored.confidence, scored.correct, params.calibration_bins)
+    figures: dict[str, Any] = {
+        "calibration": {"expected_calibration_error": round(error, 6),
+                        "bins": params.calibration_bins,
+                        "mean_confidence": round(float(np.mean(scored.confidence)), 6)},
+        "risk_coverage": {
+            "area_under_curve": round(curve.area(), 6),
+            "accuracy_at_coverage": {share_key(c): round(curve.accuracy_at(c), 6)
+                                     for c in ACCURACY_COVERAGES},
+            "coverage_at_accuracy": {share_key(a): round(curve.coverage_at(a), 6)
+                                     for a in params.target_accuracies}},
+        "sets": {},
+    }
+    support = np.bincount(true, minlength=num_classes)
+    for column, (coverage, class_conditional, thresholds) in enumerate(sets):
+        covered = scored.true_probability >= thresholds[true]
+        sizes = scored.set_sizes[:, column]
+        per_category = np.bincount(true[covered], minlength=num_classes)[support > 0] \
+            / support[support > 0]
+        entry = {
+            "coverage": round(float(covered.mean()), 6),
+            "mean_set_size": round(float(sizes.mean()), 6),
+            "empty_sets": round(float(np.mean(sizes == 0)), 6),
+            "single_category": round(float(np.mean(sizes == 1)), 6),
+            "categories": int(np.sum(support > 0)),
+            # Categories whose test titles were covered at least at the coverage asked; with a
+            # few test titles per category, also those not below it by a one-sided binomial
+            # test at 5%, and the spread of the categories' coverage.
+            "categories_reaching": int(np.sum(per_category >= coverage - 1e-9)),
+            "categories_consistent": int(np.sum(_not_below(
+                np.bincount(true[covered], minlength=num_classes)[support > 0],
+                support[support > 0], coverage))),
+            "category_coverage_quartiles": [round(float(q), 4) for q in
+                                            np.quantile(per_category, [0.25, 0.5, 0.75])],
+            "category_coverage_min": round(float(per_category.min()), 4),
+        }
+        if class_conditional:
+            entry["categories_own_threshold"] = int(
+                calibration.scores.class_conditional(coverage)[1].sum())
+        figures["sets"].setdefault(share_key(coverage), {})[
+            "class_conditional" if class_conditional else "marginal"] = entry
+    return figures
+
+
+def _not_below(hits: np.ndarray, titles: np.ndarray, coverage: float) -> np.ndarray:
+    """Whether each category's hits out of its titles are consistent with `coverage`: the
+    chance of so few or fewer, at that coverage, is above 5%."""
+    from scipy.stats import binom
+
+    return binom.cdf(hits, titles, coverage) > 0.05
+
+
+def _write_reliability(path: Path, scored: Scored, bins: int) -> None:
+    _, rows = reliability(scored.confidence, scored.correct, bins)
+    _write_rows(path, ["confidence", "accuracy", "titles", "bin"],
+                [{"confidence": round(row.confidence, 6), "accuracy": round(row.accuracy, 6),
+                  "titles": row.titles, "bin": f"{row.lower:.3f}-{row.upper:.3f}"}
+                 for row in rows])
+
+
+def _write_rows(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
+    with _atomic_text(path) as out:
+        writer = csv.DictWriter(out, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def by_group(groups, true: np.ndarray, predicted: np.ndarray,
