@@ -5,6 +5,19 @@ per language and per label quality, so that Portuguese and unreliable labels sho
 `results/evaluate/<name>/`, the per-class recall table and the rows of a confusion plot limited to
 the categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
 
+How far the model can be trusted, in the same file and beside it (meli.bundles.confidence,
+meli.bundles.calibration):
+- `calibration`: the expected calibration error over `calibration_bins` equal-width bins of the
+  top probability, and the mean top probability; `reliability.csv`, a plot of accuracy against
+  confidence per bin;
+- `risk_coverage`: the top-1 accuracy of the 50, 80, 90 and 95% most confident titles, the
+  share of titles (most confident first) whose accuracy reaches each of `target_accuracies`,
+  and the area under the risk-coverage curve; `risk_coverage.csv`, the curve from 5 to 100%;
+- `sets`: for each of `set_coverages`, the prediction sets of the bundle's own calibration,
+  marginal and class-conditional: the share of test titles whose set holds their category,
+  the mean set size, and the categories whose test titles reach that coverage.
+The test split is scored a chunk at a time; only a few numbers per title are kept.
+
 Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
 included; reads the `evaluate` section of params.yaml.
 """
@@ -160,6 +173,10 @@ def trust_figures(params: EvaluateParams, scored: Scored, true: np.ndarray, num_
             "categories_consistent": int(np.sum(_not_below(
                 np.bincount(true[covered], minlength=num_classes)[support > 0],
                 support[support > 0], coverage))),
+            # How many would reach it, on average, if every category were covered at exactly
+            # that rate: what "reaching" can be held to with this many test titles each.
+            "categories_reaching_if_exact": round(float(np.sum(_reaching_chance(
+                support[support > 0], coverage))), 1),
             "category_coverage_quartiles": [round(float(q), 4) for q in
                                             np.quantile(per_category, [0.25, 0.5, 0.75])],
             "category_coverage_min": round(float(per_category.min()), 4),
@@ -178,6 +195,15 @@ def _not_below(hits: np.ndarray, titles: np.ndarray, coverage: float) -> np.ndar
     from scipy.stats import binom
 
     return binom.cdf(hits, titles, coverage) > 0.05
+
+
+def _reaching_chance(titles: np.ndarray, coverage: float) -> np.ndarray:
+    """The chance that a category of `titles` test titles, each covered with probability
+    `coverage`, has a share covered of at least `coverage`."""
+    from scipy.stats import binom
+
+    needed = np.ceil(coverage * titles - 1e-9)
+    return binom.sf(needed - 1, titles, coverage)
 
 
 def _write_reliability(path: Path, scored: Scored, bins: int) -> None:
@@ -275,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("evaluate %s: test balanced accuracy %.4f, accuracy %.4f, macro F1 %.4f on %d "
                  "titles; %.0f titles/s", args.model, result.balanced_accuracy, result.accuracy,
                  result.macro_f1, result.rows, result.titles_per_second)
+        trust = result.trust
+        log.info("evaluate %s: expected calibration error %.4f (%d bins); accuracy %.4f on the "
+                 "90%% most confident titles; sets %s", args.model,
+                 trust["calibration"]["expected_calibration_error"],
+                 trust["calibration"]["bins"],
+                 trust["risk_coverage"]["accuracy_at_coverage"]["at_90"],
+                 "; ".join(f"{level}: coverage {sets['marginal']['coverage']:.4f}, "
+                           f"{sets['marginal']['mean_set_size']:.2f} categories"
+                           for level, sets in trust["sets"].items()))
         for what, groups in (("language", result.by_language),
                              ("label quality", result.by_label_quality)):
             log.info("evaluate %s: balanced accuracy by %s: %s", args.model, what,
