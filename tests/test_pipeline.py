@@ -97,7 +97,7 @@ def test_plots_show_draws_reliability_and_risk_coverage_of_every_model(reproduce
                         ("Risk-coverage on test", "risk_coverage.csv")):
         points = shown[title][0]["content"]["data"]["values"]
         by_model = {model: [p for p in points
-                            if p["filename"] == f"results/evaluate/{model}/{name}"]
+                            if p["filename"] == f"{model}/{name}"]
                     for model in models}
         assert all(by_model.values()), title
         for model, rows in by_model.items():
