@@ -115,15 +115,15 @@ def describe(sets: np.ndarray, labels: np.ndarray, coverage: float) -> dict[str,
 def ensemble_refit(repo: Path, titles: dict[str, list[str]]):
     """A function of validation rows -> (validation, test) probabilities of the ensemble with
     temperatures and weights fitted on those rows only, as the ensemble stage fits them."""
-    from meli.params import EnsembleParams
+    from meli.params import load_params
     from meli.stages.ensemble import combine, fit_temperature, select_weights, tempered
 
-    defaults = EnsembleParams()  # the members and rounds of the default params
-    members = [load_classifier(repo / "models" / name) for name in defaults.members]
+    params = load_params(repo / "params.yaml").ensemble  # the members and rounds it was built with
+    members = [load_classifier(repo / "models" / name) for name in params.members]
     validation = [m.probabilities(titles["validation"]) for m in members]
     test = [m.probabilities(titles["test"]) for m in members]
     labels = np.array(titles["validation_labels"])
-    rounds = defaults.rounds
+    rounds = params.rounds
 
     def fit(rows: np.ndarray):
         temperatures = [fit_temperature(part[rows], labels[rows]) for part in validation]

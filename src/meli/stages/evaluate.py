@@ -10,9 +10,10 @@ meli.bundles.calibration):
 - `calibration`: the expected calibration error over `calibration_bins` equal-width bins of the
   top probability, and the mean top probability; `reliability.csv`, a plot of accuracy against
   confidence per bin;
-- `risk_coverage`: the top-1 accuracy of the 50, 80, 90 and 95% most confident titles, the
-  share of titles (most confident first) whose accuracy reaches each of `target_accuracies`,
-  and the area under the risk-coverage curve; `risk_coverage.csv`, the curve from 5 to 100%;
+- `risk_coverage`: the top-1 accuracy of the 50, 80, 90, 95 and 99% most confident titles and
+  the top probability that keeps each share, the share of titles (most confident first) whose
+  accuracy reaches each of `target_accuracies`, and the area under the risk-coverage curve;
+  `risk_coverage.csv`, the curve from 5 to 100%;
 - `sets`: for each of `set_coverages`, the prediction sets of the bundle's own calibration,
   marginal and class-conditional: the share of test titles whose set holds their category,
   the mean set size, and the categories whose test titles reach that coverage.
@@ -39,7 +40,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
-from meli.bundles.calibration import Calibration, Scored, load_calibration, score_split
+from meli.bundles.calibration import (
+    Calibration,
+    Scored,
+    confidence_figures,
+    load_calibration,
+    score_split,
+    set_figures,
+)
 from meli.bundles.confidence import RiskCoverage, reliability, share_key
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
@@ -60,8 +68,6 @@ RECALL_FILE = "per_class_recall.csv"
 CONFUSION_FILE = "confusion.csv"
 RELIABILITY_FILE = "reliability.csv"
 RISK_COVERAGE_FILE = "risk_coverage.csv"
-# The coverages whose top-1 accuracy the metrics file reports.
-ACCURACY_COVERAGES = (0.5, 0.8, 0.9, 0.95)
 
 
 @dataclass
@@ -140,70 +146,19 @@ def trust_figures(params: EvaluateParams, scored: Scored, true: np.ndarray, num_
                   sets: list[tuple[float, bool, np.ndarray]]) -> dict[str, Any]:
     """Calibration, risk-coverage and the prediction sets on test: the metrics file's
     `calibration`, `risk_coverage` and `sets` sections."""
-    curve = RiskCoverage.of(scored.confidence, scored.correct)
-    error, _ = reliability(scored.confidence, scored.correct, params.calibration_bins)
-    figures: dict[str, Any] = {
-        "calibration": {"expected_calibration_error": round(error, 6),
-                        "bins": params.calibration_bins,
-                        "mean_confidence": round(float(np.mean(scored.confidence)), 6)},
-        "risk_coverage": {
-            "area_under_curve": round(curve.area(), 6),
-            "accuracy_at_coverage": {share_key(c): round(curve.accuracy_at(c), 6)
-                                     for c in ACCURACY_COVERAGES},
-            "coverage_at_accuracy": {share_key(a): round(curve.coverage_at(a), 6)
-                                     for a in params.target_accuracies}},
-        "sets": {},
-    }
-    support = np.bincount(true, minlength=num_classes)
+    confidence, risk_coverage = confidence_figures(scored, params.calibration_bins,
+                                                   tuple(params.target_accuracies))
+    figures: dict[str, Any] = {"calibration": confidence, "risk_coverage": risk_coverage,
+                               "sets": {}}
     for column, (coverage, class_conditional, thresholds) in enumerate(sets):
-        covered = scored.true_probability >= thresholds[true]
-        sizes = scored.set_sizes[:, column]
-        per_category = np.bincount(true[covered], minlength=num_classes)[support > 0] \
-            / support[support > 0]
-        entry = {
-            "coverage": round(float(covered.mean()), 6),
-            "mean_set_size": round(float(sizes.mean()), 6),
-            "empty_sets": round(float(np.mean(sizes == 0)), 6),
-            "single_category": round(float(np.mean(sizes == 1)), 6),
-            "categories": int(np.sum(support > 0)),
-            # Categories whose test titles were covered at least at the coverage asked; with a
-            # few test titles per category, also those not below it by a one-sided binomial
-            # test at 5%, and the spread of the categories' coverage.
-            "categories_reaching": int(np.sum(per_category >= coverage - 1e-9)),
-            "categories_consistent": int(np.sum(_not_below(
-                np.bincount(true[covered], minlength=num_classes)[support > 0],
-                support[support > 0], coverage))),
-            # How many would reach it, on average, if every category were covered at exactly
-            # that rate: what "reaching" can be held to with this many test titles each.
-            "categories_reaching_if_exact": round(float(np.sum(_reaching_chance(
-                support[support > 0], coverage))), 1),
-            "category_coverage_quartiles": [round(float(q), 4) for q in
-                                            np.quantile(per_category, [0.25, 0.5, 0.75])],
-            "category_coverage_min": round(float(per_category.min()), 4),
-        }
+        entry = set_figures(scored.true_probability >= thresholds[true],
+                            scored.set_sizes[:, column], true, num_classes, coverage)
         if class_conditional:
             entry["categories_own_threshold"] = int(
                 calibration.scores.class_conditional(coverage)[1].sum())
         figures["sets"].setdefault(share_key(coverage), {})[
             "class_conditional" if class_conditional else "marginal"] = entry
     return figures
-
-
-def _not_below(hits: np.ndarray, titles: np.ndarray, coverage: float) -> np.ndarray:
-    """Whether each category's hits out of its titles are consistent with `coverage`: the
-    chance of so few or fewer, at that coverage, is above 5%."""
-    from scipy.stats import binom
-
-    return binom.cdf(hits, titles, coverage) > 0.05
-
-
-def _reaching_chance(titles: np.ndarray, coverage: float) -> np.ndarray:
-    """The chance that a category of `titles` test titles, each covered with probability
-    `coverage`, has a share covered of at least `coverage`."""
-    from scipy.stats import binom
-
-    needed = np.ceil(coverage * titles - 1e-9)
-    return binom.sf(needed - 1, titles, coverage)
 
 
 def _write_reliability(path: Path, scored: Scored, bins: int) -> None:
