@@ -165,36 +165,43 @@ def answer_batch(model: LoadedModel, jobs: list[Job]) -> list[tuple[int, bytes]]
     # A job whose knobs this model cannot answer (a reload swapped in a bundle without a
     # calibration after the request was checked) gets its error; the others their answer.
     problems = [knob_problem(job.knobs, calibration, model.name) for job in jobs]
-    depth = max(width(job.k, job.knobs, calibration, len(labels))
-                for job, problem in zip(jobs, problems, strict=True) if not problem) \
-        if not all(problems) else 1
-    indices, probabilities, known = model.top_k(titles, depth)
+    widths = [width(job.k, job.knobs, calibration, len(labels))
+              for job, problem in zip(jobs, problems, strict=True) if not problem]
+    indices, probabilities, known = model.top_k(titles, max(widths, default=1))
+    # The top k of every title at once, six decimals rounded exactly as `meli predict` writes
+    # them; each job then takes its rows and its k, and its knobs' answers.
+    k = min(max(job.k for job in jobs), indices.shape[1])
+    rounded = (np.rint(probabilities[:, :k].astype(np.float64) * 1e6) / 1e6).tolist()
+    names = [[labels[i] for i in line] for line in indices[:, :k].tolist()]
+    known_words = known.tolist()
     header = {"model": model.name, "version": model.version}
     bodies, row = [], 0
     for job, problem in zip(jobs, problems, strict=True):
-        rows = slice(row, row + len(job.titles))
+        rows = range(row, row + len(job.titles))
         row += len(job.titles)
         if problem:
             bodies.append((422, orjson.dumps({"error": f"{problem[0]}: {problem[1]}"})))
             continue
-        answers = answers_of(indices[rows], probabilities[rows], known[rows], job.k, job.knobs,
-                             calibration)
-        # Six decimals, rounded exactly as `meli predict` writes them.
-        rounded = (np.rint(answers.probabilities.astype(np.float64) * 1e6) / 1e6).tolist()
-        names = [[labels[i] for i in line] for line in answers.indices.tolist()]
-        sets = answers.sets()
-        abstain = None if answers.abstain is None else answers.abstain.tolist()
+        sets = abstain = None
+        if job.knobs != NO_KNOBS:
+            part = slice(rows.start, rows.stop)
+            answers = answers_of(indices[part], probabilities[part], known[part], job.k,
+                                 job.knobs, calibration)
+            sets = answers.sets()
+            abstain = None if answers.abstain is None else answers.abstain.tolist()
+        width_of_job = min(job.k, k)
         predictions = []
-        for index, known_words in enumerate(answers.known_words.tolist()):
+        for offset, index in enumerate(rows):
             prediction = {
                 "categories": [{"category": name, "probability": probability}
-                               for name, probability in zip(names[index], rounded[index],
+                               for name, probability in zip(names[index][:width_of_job],
+                                                            rounded[index][:width_of_job],
                                                             strict=True)],
-                "known_words": known_words}
+                "known_words": known_words[index]}
             if sets is not None:
-                prediction["set"] = [labels[i] for i in sets[index]]
+                prediction["set"] = [labels[i] for i in sets[offset]]
             if abstain is not None:
-                prediction["abstain"] = abstain[index]
+                prediction["abstain"] = abstain[offset]
             predictions.append(prediction)
         bodies.append((200, orjson.dumps(header | {"predictions": predictions})))
     return bodies
