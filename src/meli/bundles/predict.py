@@ -348,7 +348,8 @@ def print_predictions(classifier: Classifier, titles: list[str], top_k: int,
             out.write(f"  {probability:6.1%}  {classifier.labels[index]}\n")
         if sets is not None:
             names = " | ".join(classifier.labels[index] for index in sets[row])
-            out.write(f"  {percent(knobs.coverage)} sure among: {names or '(no category)'}\n")
+            out.write(f"  {percent(knobs.coverage)} sure it is one of: "
+                      f"{names or '(no category)'}\n")
         if answers.abstain is not None and answers.abstain[row]:
             out.write(f"  unsure: the top probability is below "
                       f"{percent(knobs.min_confidence)}\n")
