@@ -529,6 +529,7 @@ def test_the_page_shows_categories_as_bars_and_sets_in_a_real_browser(bundles, t
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     chromium, chromedriver = _browser()
@@ -581,7 +582,10 @@ def test_the_page_shows_categories_as_bars_and_sets_in_a_real_browser(bundles, t
             Select(browser.find_element(By.ID, "k")).select_by_visible_text("1")
             Select(browser.find_element(By.ID, "coverage")).select_by_visible_text("99%")
             Select(browser.find_element(By.ID, "min-confidence")).select_by_visible_text("90%")
+            previous = browser.find_element(By.CLASS_NAME, "prediction")
             browser.find_element(By.ID, "classify").click()
+            # The first results go (they may show sets of their own), the new one comes.
+            wait.until(expected_conditions.staleness_of(previous))
             wait.until(lambda b: b.find_elements(By.CLASS_NAME, "set"))
             shown_set = browser.find_element(By.CLASS_NAME, "set")
             assert shown_set.text.startswith("99% sure it is one of:")
