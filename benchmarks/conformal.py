@@ -4,6 +4,7 @@ cost `meli predict`.
 
     python benchmarks/conformal.py --repo DIR [--models ensemble,linear,cnn] [--seeds 20]
     python benchmarks/conformal.py --repo DIR --speed [--titles 200000]
+    python benchmarks/conformal.py --memory [--categories 1600] [--titles 100000,300000]
 
 `--repo` names a repository whose pipeline ran on the real sample (for instance the one
 `python benchmarks/models.py --keep DIR` leaves). Everything is measured on its test split,
@@ -28,6 +29,13 @@ which no choice here looks at. Printed, as markdown tables:
 4. `--speed`: what `meli predict --input` runs, on `--titles` titles (the sample's, repeated
    and numbered), without knobs and with `--coverage 0.95`, alternately, three times each: the
    best titles/s of each, per second of wall time and of CPU time.
+5. `--memory` (no repository needed): what calibrating a bundle and scoring a split with the
+   sets' thresholds (evaluate) hold at most, at the challenge's 1,600 categories, for splits of
+   `--titles` titles, each in a fresh process: the peak of memory allocated (tracemalloc, which
+   numpy reports to) and the peak resident memory, against the size of the split's whole
+   probability matrix. The model is a stand-in that returns random probabilities for any title
+   (what a real one allocates for its scores of a chunk is the same matrix), so the figures are
+   those of the calibration code.
 
 The sample's splits are small (4,388 validation and test titles over 632 categories): the
 probability matrices are held in memory here, which the stages never do.
@@ -321,17 +329,91 @@ def speed(repo: Path, models: list[str], count: int) -> None:
     print(table(["model", "plain", "--coverage 0.95", "ratio"], rows))
 
 
+class RandomClassifier:
+    """A stand-in model for `--memory`: title "t<i>" is of category i mod `categories`, and gets
+    random float32 probabilities that favour its category."""
+
+    def __init__(self, directory: Path, categories: int):
+        self.directory = directory
+        self.labels = [f"CATEGORY_{c}" for c in range(categories)]
+
+    def probabilities(self, titles, batch_size: int = 2048) -> np.ndarray:
+        titles = titles.to_pylist()
+        first = int(titles[0][1:])
+        rng = np.random.default_rng(first)
+        logits = rng.standard_normal((len(titles), len(self.labels)), dtype=np.float32)
+        rows = np.arange(len(titles))
+        logits[rows, (first + rows) % len(self.labels)] += 6.0
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
+
+
+def memory_child(categories: int, titles: int) -> None:
+    """One measurement, in this process: calibrate, then score with four threshold vectors."""
+    import resource
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from meli.bundles.calibration import calibrate, load_calibration, score_split
+
+    names = pa.array([f"t{i}" for i in range(titles)])
+    labels = np.arange(titles, dtype=np.int64) % categories
+    tracemalloc.start()
+    with tempfile.TemporaryDirectory() as scratch:
+        classifier = RandomClassifier(Path(scratch), categories)
+        calibrate(classifier, names, labels)
+        calibration = load_calibration(classifier)
+        thresholds = [calibration.thresholds(c, conditional) for c in COVERAGES
+                      for conditional in (False, True)]
+        score_split(classifier, names, labels, thresholds)
+    _, peak = tracemalloc.get_traced_memory()
+    resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"{peak} {resident}")
+
+
+def memory(categories: int, counts: list[int]) -> None:
+    import subprocess
+    import sys
+
+    print(f"\n### Calibrating and scoring at {categories:,} categories: peak memory\n")
+    rows = []
+    for titles in counts:
+        done = subprocess.run([sys.executable, __file__, "--memory-child",
+                               f"{categories},{titles}"], capture_output=True, text=True,
+                              check=True)
+        peak, resident = (int(value) for value in done.stdout.split())
+        rows.append([f"{titles:,}", f"{titles * categories * 4 / 2**30:.2f} GiB",
+                     f"{peak / 2**30:.2f} GiB", f"{resident / 2**30:.2f} GiB"])
+    print(table(["titles", "whole probability matrix (float32)", "peak allocated",
+                 "peak resident"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--repo", type=Path)
     parser.add_argument("--models", default="ensemble,linear,cnn")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--speed", action="store_true")
-    parser.add_argument("--titles", type=int, default=200_000)
+    parser.add_argument("--titles", help="--speed: how many titles (200000); --memory: split "
+                                         "sizes, comma-separated (100000,300000)")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--categories", type=int, default=1_600)
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        memory_child(*(int(value) for value in args.memory_child.split(",")))
+        return
+    if args.memory:
+        memory(args.categories, [int(value) for value in
+                                 (args.titles or "100000,300000").split(",")])
+        return
+    if args.repo is None:
+        parser.error("--repo is required (but for --memory)")
     models = args.models.split(",")
     if args.speed:
-        speed(args.repo, models, args.titles)
+        speed(args.repo, models, int(args.titles or 200_000))
         return
     validation, validation_labels = split(args.repo, "validation")
     test, test_labels = split(args.repo, "test")

@@ -223,6 +223,39 @@ def test_a_bundle_carries_its_calibration_and_loads_it_back(tmp_path):
     assert Calibration.load(tmp_path / "nothing", 12) is None
 
 
+def test_a_split_is_scored_a_chunk_at_a_time_with_the_figures_of_the_whole(tmp_path,
+                                                                          monkeypatch):
+    # What keeps a split of 1.2 million titles x 1,600 categories out of memory: the model is
+    # never asked for more than SCORING_CHUNK titles at once, and only a few numbers per title
+    # are kept; the figures are those of the whole matrix.
+    import meli.bundles.calibration as calibration_module
+
+    rng = np.random.default_rng(8)
+    probabilities, labels = calibrated_titles(rng, 2_500, 9)
+    asked = []
+
+    class Recording(FixedClassifier):
+        def probabilities(self, titles, batch_size=2048):
+            asked.append(len(titles))
+            return super().probabilities(titles, batch_size)
+
+    monkeypatch.setattr(calibration_module, "SCORING_CHUNK", 700)
+    classifier = Recording(tmp_path, probabilities)
+    titles = pa.array([f"t{i}" for i in range(2_500)])
+    thresholds = [np.full(9, 0.2, np.float32), rng.random(9).astype(np.float32)]
+    scored = score_split(classifier, titles, labels, thresholds)
+    assert asked == [700, 700, 700, 400]
+    rows = np.arange(2_500)
+    assert np.array_equal(scored.predicted, probabilities.argmax(1))
+    assert np.array_equal(scored.confidence, probabilities.max(1))
+    assert np.array_equal(scored.true_probability, probabilities[rows, labels])
+    for column, vector in enumerate(thresholds):
+        assert np.array_equal(scored.set_sizes[:, column], (probabilities >= vector).sum(1))
+    asked.clear()
+    calibrate(classifier, titles, labels)
+    assert max(asked) == 700 and sum(asked) == 2_500
+
+
 @pytest.mark.parametrize("damage", ["truncated", "pickled", "wrong_counts"])
 def test_a_damaged_calibration_is_one_line_error(tmp_path, damage):
     rng = np.random.default_rng(6)
