@@ -346,10 +346,12 @@ def print_predictions(classifier: Classifier, titles: list[str], top_k: int,
         for index, probability in zip(answers.indices[row], answers.probabilities[row],
                                       strict=True):
             out.write(f"  {probability:6.1%}  {classifier.labels[index]}\n")
-        if sets is not None:
+        if sets is not None and len(sets[row]):
             names = " | ".join(classifier.labels[index] for index in sets[row])
-            out.write(f"  {percent(knobs.coverage)} sure it is one of: "
-                      f"{names or '(no category)'}\n")
+            out.write(f"  {percent(knobs.coverage)} sure it is one of: {names}\n")
+        elif sets is not None:  # an empty set, as the page says it
+            out.write(f"  no category is likely enough to be {percent(knobs.coverage)} "
+                      f"sure of\n")
         if answers.abstain is not None and answers.abstain[row]:
             out.write(f"  unsure: the top probability is below "
                       f"{percent(knobs.min_confidence)}\n")
