@@ -3,7 +3,7 @@ score, marginal or per category, where the calibration titles come from, and wha
 cost `meli predict`.
 
     python benchmarks/conformal.py --repo DIR [--models ensemble,linear,cnn] [--seeds 20]
-    python benchmarks/conformal.py --repo DIR --speed [--titles 200000]
+    python benchmarks/conformal.py --repo DIR --speed [--titles 200000] [--threads N]
     python benchmarks/conformal.py --memory [--categories 1600] [--titles 100000,300000]
 
 `--repo` names a repository whose pipeline ran on the real sample (for instance the one
@@ -28,7 +28,9 @@ which no choice here looks at. Printed, as markdown tables:
    other half of test (titles no choice was made on: the exchangeable reference).
 4. `--speed`: what `meli predict --input` runs, on `--titles` titles (the sample's, repeated
    and numbered), without knobs and with `--coverage 0.95`, alternately, three times each: the
-   best titles/s of each, per second of wall time and of CPU time.
+   best titles/s of each, per second of wall time and of CPU time. `--threads 1` runs
+   PyTorch on one thread: on a busy machine, two threads waiting on each other make the wall
+   and CPU time of a PyTorch model vary by more than the cost measured.
 5. `--memory` (no repository needed): what calibrating a bundle and scoring a split with the
    sets' thresholds (evaluate) hold at most, at the challenge's 1,600 categories, for splits of
    `--titles` titles, each in a fresh process: the peak of memory allocated (tracemalloc, which
@@ -286,7 +288,7 @@ def against_exchangeable(repo: Path, models: list[str], titles: dict, seeds: int
                  "difference (standard error)"], rows))
 
 
-def speed(repo: Path, models: list[str], count: int) -> None:
+def speed(repo: Path, models: list[str], count: int, threads: int | None = None) -> None:
     """What `meli predict --input FILE --output FILE` runs (reading, classifying, writing the
     CSV; the model loaded once before), with and without `--coverage 0.95`, alternately, three
     times each: titles per second of wall time and of the process's CPU time (all its threads),
@@ -297,9 +299,14 @@ def speed(repo: Path, models: list[str], count: int) -> None:
     from meli.bundles.calibration import load_calibration
     from meli.bundles.predict import TitleReader, write_predictions_csv
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     titles = pq.read_table(repo / "data/raw/titles.parquet", columns=["title"])
     titles = [t.replace("\n", " ") for t in titles.column("title").to_pylist()]
-    print(f"\n### `meli predict --input` on {count:,} titles: titles/s, best of 3 "
+    on = "" if threads is None else f", PyTorch on {threads} thread{'s' * (threads > 1)}"
+    print(f"\n### `meli predict --input` on {count:,} titles{on}: titles/s, best of 3 "
           f"(wall / CPU)\n")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -398,6 +405,7 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--titles", help="--speed: how many titles (200000); --memory: split "
                                          "sizes, comma-separated (100000,300000)")
+    parser.add_argument("--threads", type=int, help="--speed: PyTorch's threads (its default)")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--categories", type=int, default=1_600)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -413,7 +421,7 @@ def main() -> None:
         parser.error("--repo is required (but for --memory)")
     models = args.models.split(",")
     if args.speed:
-        speed(args.repo, models, int(args.titles or 200_000))
+        speed(args.repo, models, int(args.titles or 200_000), args.threads)
         return
     validation, validation_labels = split(args.repo, "validation")
     test, test_labels = split(args.repo, "test")
