@@ -20,6 +20,7 @@ from sklearn.metrics import (
 )
 
 from meli.bundles import metrics
+from meli.bundles.calibration import Calibration
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError
 from meli.files import read_json, write_json
@@ -27,6 +28,8 @@ from meli.params import EvaluateParams
 from meli.stages.evaluate import (
     CONFUSION_FILE,
     RECALL_FILE,
+    RELIABILITY_FILE,
+    RISK_COVERAGE_FILE,
     WORST_RECALL_FILE,
     evaluate,
     most_confused_pairs,
@@ -65,7 +68,8 @@ def test_metrics_file_matches_a_recomputation_from_the_bundle(evaluated):
     }
     written = read_json(out / "metrics.json")
     assert set(written) == {"test"}
-    assert set(written["test"]) == {*expected, "rows", "by_language", "by_label_quality"}
+    assert set(written["test"]) == {*expected, "rows", "by_language", "by_label_quality",
+                                    "calibration", "risk_coverage", "sets"}
     assert written["test"]["rows"] == len(true) == result.rows
     for name, value in expected.items():
         assert written["test"][name] == pytest.approx(value, abs=1e-6), name
@@ -93,6 +97,62 @@ def test_balanced_accuracy_per_language_and_label_quality(evaluated, pipeline):
             assert 2 / classes < figures["balanced_accuracy"] <= 1
         assert sum(figures["rows"] for figures in written[key].values()) == len(true)
         assert getattr(result, key) == written[key]
+
+
+def test_calibration_risk_coverage_and_sets_match_a_recomputation(evaluated, pipeline):
+    bundle_dir, out, true, predicted, _ = evaluated
+    written = read_json(out / "metrics.json")["test"]
+    classifier = load_classifier(bundle_dir)
+    titles = pq.read_table(pipeline.prepared / "test.parquet").column("title").to_pylist()
+    probabilities = classifier.probabilities(titles)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == true
+    bins = written["calibration"]["bins"]
+    assert bins == EvaluateParams().calibration_bins
+    # Expected calibration error by its definition, bin by bin.
+    which = np.clip(np.ceil(confidence * bins) - 1, 0, bins - 1)
+    error = sum(np.sum(which == b) * abs(correct[which == b].mean() - confidence[which == b]
+                                         .mean()) for b in range(bins) if np.any(which == b))
+    assert written["calibration"]["expected_calibration_error"] == pytest.approx(
+        error / len(true), abs=1e-5)
+    # Risk-coverage: the accuracy of the 90% most confident titles, and the area.
+    order = np.argsort(-confidence, kind="stable")
+    kept = round(0.9 * len(true))
+    curve = written["risk_coverage"]
+    assert curve["accuracy_at_coverage"]["at_90"] == pytest.approx(
+        correct[order[:kept]].mean(), abs=1e-5)
+    running = np.cumsum(correct[order]) / np.arange(1, len(true) + 1)
+    assert curve["area_under_curve"] == pytest.approx(np.mean(1 - running), abs=1e-5)
+    reaching = np.flatnonzero(running >= 0.97)
+    assert curve["coverage_at_accuracy"]["at_97"] == pytest.approx(
+        (reaching[-1] + 1) / len(true) if len(reaching) else 0.0, abs=1e-5)
+    rows = read_csv(out / "plots" / RISK_COVERAGE_FILE)
+    assert [int(row["coverage"]) for row in rows] == list(range(5, 101, 5))
+    assert float(rows[-1]["accuracy"]) == pytest.approx(correct.mean(), abs=1e-5)
+    reliability = read_csv(out / "plots" / RELIABILITY_FILE)
+    assert sum(int(row["titles"]) for row in reliability) == len(true)
+    # Sets from the bundle's own calibration: coverage and mean size of the test titles' sets.
+    calibration = Calibration.load(bundle_dir, probabilities.shape[1])
+    support = np.bincount(true, minlength=probabilities.shape[1])
+    for coverage in EvaluateParams().set_coverages:
+        for kind in ("marginal", "class_conditional"):
+            thresholds = calibration.thresholds(coverage, kind == "class_conditional")
+            covered = probabilities[np.arange(len(true)), true] >= thresholds[true]
+            figures = written["sets"][f"at_{round(coverage * 100)}"][kind]
+            assert figures["coverage"] == pytest.approx(covered.mean(), abs=1e-5)
+            assert figures["mean_set_size"] == pytest.approx(
+                (probabilities >= thresholds).sum(axis=1).mean(), abs=1e-5)
+            hits = np.bincount(true[covered], minlength=len(support))
+            assert figures["categories_reaching"] == int(np.sum(
+                hits[support > 0] / support[support > 0] >= coverage))
+            assert figures["categories"] == int(np.sum(support > 0))
+            assert figures["categories_reaching"] <= figures["categories_consistent"]
+    # The synthetic test titles are held out from the calibration: their coverage is within
+    # 0.06 of the nominal (the small pipeline calibrates on about 200 titles and tests on about
+    # 200: a spread of about 0.02 at 0.95 each).
+    for coverage in EvaluateParams().set_coverages:
+        marginal = written["sets"][f"at_{round(coverage * 100)}"]["marginal"]
+        assert abs(marginal["coverage"] - coverage) < 0.06
 
 
 def test_per_class_recall_is_sorted_worst_first_with_the_test_support(evaluated):

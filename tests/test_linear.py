@@ -87,7 +87,8 @@ def test_the_linear_bundle_predicts_as_meli_predict_does_and_calibrates_on_valid
     assert {path.name for path in bundle.iterdir()} == {
         "config.json", "labels.json", "normalization.json", "word_keys.npy", "char_keys.npy",
         "idf.npy", "svm.coef.npy", "svm.intercept.npy", "softmax.coef.npy",
-        "softmax.projection.npy", "softmax.intercept.npy"}
+        "softmax.projection.npy", "softmax.intercept.npy", "calibration.json",
+        "calibration.true_probabilities.npy", "calibration.counts.npy"}
     classifier = load_classifier(bundle)
     test = pq.read_table(split_path(pipeline.prepared, "test"), columns=["title", "label"])
     probabilities = classifier.probabilities(test.column("title"))

@@ -90,6 +90,32 @@ def test_plots_show_draws_both_learning_curves(reproduced, tmp_path):
     assert (page / "index.html").stat().st_size > 0
 
 
+def test_plots_show_draws_reliability_and_risk_coverage_of_every_model(reproduced, tmp_path):
+    shown = json.loads(dvc(reproduced, "plots", "show", "--json").stdout)["data"]
+    models = ("mlp", "cnn", "rnn", "fasttext", "linear", "ensemble")
+    for title, name in (("Reliability on test", "reliability.csv"),
+                        ("Risk-coverage on test", "risk_coverage.csv")):
+        points = shown[title][0]["content"]["data"]["values"]
+        by_model = {model: [p for p in points
+                            if p["filename"] == f"{model}/{name}"]
+                    for model in models}
+        assert all(by_model.values()), title
+        for model, rows in by_model.items():
+            assert all(0 <= float(row["accuracy"]) <= 1 for row in rows), model
+            if name == "risk_coverage.csv":
+                assert [int(row["coverage"]) for row in rows] == list(range(5, 101, 5))
+    page = tmp_path / "plots"
+    dvc(reproduced, "plots", "show", "-o", str(page))
+    html = (page / "index.html").read_text(encoding="utf-8")
+    assert "Reliability on test" in html and "Risk-coverage on test" in html
+    # Every bundle carries its calibration, and its metrics the figures of its sets on test.
+    for model in models:
+        assert (reproduced / "models" / model / "calibration.json").exists()
+        figures = json.loads((reproduced / "metrics" / f"{model}.json").read_text())["test"]
+        assert set(figures["sets"]) == {"at_90", "at_95"}
+        assert figures["calibration"]["bins"] == 15
+
+
 def test_predict_from_the_trained_bundle(reproduced):
     train = pq.read_table(reproduced / "data/prepared/train.parquet").slice(0, 1).to_pylist()[0]
     result = run(reproduced, sys.executable, "-m", "meli", "predict", "--model", "models/cnn",

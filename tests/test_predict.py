@@ -375,3 +375,109 @@ def test_no_progress_bar_when_piped(tmp_path, mlp_bundle):
     assert result.returncode == 0
     assert result.stderr.decode().splitlines()[-1].startswith("predict: 4 titles in ")
     assert "\r" not in result.stderr.decode()
+
+
+# ---- the knobs: --coverage, --class-conditional, --min-confidence ------------------------------
+
+def csv_of_today(classifier, titles: list[str], k: int) -> bytes:
+    """The CSV `meli predict --input` wrote before the knobs existed, built here on its own from
+    the classifier's top k: what the output without the knobs must stay, byte for byte."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    indices, probabilities, known = classifier.top_k(titles, k)
+    labels = pa.array(classifier.labels)
+    columns, names = [pa.array(titles)], ["title"]
+    for rank in range(k):
+        columns.append(labels.take(pa.array(indices[:, rank])))
+        columns.append(pa.array([f"{value:.6f}" for value in np.rint(
+            probabilities[:, rank].astype(np.float64) * 1e6) / 1e6]))
+        names += (["category", "probability"] if rank == 0 else
+                  [f"category_{rank + 1}", f"probability_{rank + 1}"])
+    columns.append(pa.array(known, pa.int32()))
+    out = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_arrays(columns, names=[*names, "known_words"]), out)
+    return out.getvalue()
+
+
+def test_without_the_knobs_the_csv_is_byte_identical_to_before(capsys, tmp_path, model):
+    target = tmp_path / "predictions.csv"
+    code, _, _ = predict(capsys, "--model", str(model), "--input",
+                         write_lines(tmp_path / "titles.txt"), "--output", str(target))
+    assert code == 0
+    assert target.read_bytes() == csv_of_today(load_classifier(model), TITLES, K)
+
+
+@pytest.mark.parametrize("class_conditional", [False, True])
+def test_coverage_and_min_confidence_add_columns_and_change_nothing_else(
+        capsys, tmp_path, model, class_conditional):
+    import numpy as np
+
+    from meli.bundles.calibration import Calibration
+
+    titles = write_lines(tmp_path / "titles.txt")
+    plain, knobs = tmp_path / "plain.csv", tmp_path / "knobs.csv"
+    assert predict(capsys, "--model", str(model), "--input", titles, "--output", str(plain))[0] \
+        == 0
+    assert predict(capsys, "--model", str(model), "--input", titles, "--output", str(knobs),
+                   "--coverage", "0.9", "--min-confidence", "0.8",
+                   *(["--class-conditional"] if class_conditional else []))[0] == 0
+    before, after = (predictions_csv(path.read_text(encoding="utf-8")) for path in (plain, knobs))
+    assert after[0] == [*CSV_HEADER, "set", "set_size", "abstain"]
+    # The top-k columns are those of the plain output, byte for byte.
+    assert [row[:len(CSV_HEADER)] for row in after] == before
+    classifier = load_classifier(model)
+    probabilities = classifier.probabilities(TITLES)
+    thresholds = Calibration.load(model, len(classifier.labels)).thresholds(0.9,
+                                                                             class_conditional)
+    for row, title_probabilities in zip(after[1:], probabilities, strict=True):
+        members = row[-3].split("|") if row[-3] else []
+        expected = [i for i in np.argsort(-title_probabilities, kind="stable")
+                    if title_probabilities[i] >= thresholds[i]]
+        assert members == [classifier.labels[i] for i in expected]
+        assert int(row[-2]) == len(members)
+        assert row[-1] == ("true" if title_probabilities.max() < 0.8 else "false")
+
+
+def test_the_knobs_on_the_command_line_print_the_set_and_say_unsure(capsys, mlp_bundle):
+    code, out, _ = predict(capsys, "--model", str(mlp_bundle), "--coverage", "0.95",
+                           "--min-confidence", "0.99", "qwxz zzkj")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "qwxz zzkj" + UNKNOWN_NOTE
+    set_line = next(line for line in lines if "95% sure" in line)
+    classifier = load_classifier(mlp_bundle)
+    if set_line != "  no category is likely enough to be 95% sure of":
+        members = set_line.split("  95% sure it is one of: ")[1].split(" | ")
+        assert members and set(members) <= set(classifier.labels)
+    # A title of no known word is not 99% sure of anything.
+    assert lines[-1] == "  unsure: the top probability is below 99%"
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--coverage", "1.5"], "--coverage: must be a share between 0 and 1 (such as 0.95), got 1.5"),
+    (["--coverage", "0"], "--coverage: must be a share between 0 and 1"),
+    (["--min-confidence", "-0.1"], "--min-confidence: must be a probability from 0 to 1"),
+    (["--class-conditional"], "--class-conditional: needs --coverage"),
+    (["--coverage", "0.99999"], "--coverage: 0.99999 is more than the "),
+])
+def test_bad_knobs_are_one_line_errors(capsys, mlp_bundle, arguments, message):
+    code, out, err = predict(capsys, "--model", str(mlp_bundle), *arguments, "Zapatillas")
+    assert out == ""
+    assert one_line_error(code, err).startswith(f"meli predict: error: {message}")
+
+
+def test_coverage_from_a_bundle_without_calibration_is_one_line_error(capsys, tmp_path,
+                                                                     mlp_bundle):
+    old = tmp_path / "old"
+    shutil.copytree(mlp_bundle, old)
+    for path in old.glob("calibration*"):
+        path.unlink()
+    code, _, err = predict(capsys, "--model", str(old), "--coverage", "0.9", "Zapatillas")
+    assert one_line_error(code, err) == (
+        f"meli predict: error: --coverage: the model {old} carries no calibration (it was "
+        f"written before bundles had one); rebuild it with `dvc repro`")
+    # --min-confidence needs no calibration.
+    code, out, _ = predict(capsys, "--model", str(old), "--min-confidence", "0.5", "Zapatillas")
+    assert code == 0 and out.startswith("Zapatillas\n")

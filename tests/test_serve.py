@@ -121,6 +121,70 @@ def test_predict_serves_an_ensemble_as_meli_predict_does(pipeline, bundles, tmp_
         assert prediction["known_words"] == known[row]
 
 
+@pytest.mark.parametrize("class_conditional", [False, True])
+def test_sets_and_abstain_are_those_meli_predict_writes(client, bundles, class_conditional):
+    import pyarrow as pa
+
+    from meli.bundles.answers import Knobs
+    from meli.bundles.calibration import load_calibration
+
+    knobs = Knobs(coverage=0.9, min_confidence=0.8, class_conditional=class_conditional)
+    answer = client.post("/predict", json={"titles": TITLES, "k": 1, "coverage": 0.9,
+                                           "min_confidence": 0.8,
+                                           "class_conditional": class_conditional})
+    assert answer.status_code == 200, answer.text
+    classifier = load_classifier(bundles["mlp"])
+    table = prediction_table(classifier, pa.array(TITLES), 1, knobs,
+                             load_calibration(classifier)).to_pylist()
+    for row, prediction in zip(table, answer.json()["predictions"], strict=True):
+        assert prediction["set"] == (row["set"].split("|") if row["set"] else [])
+        assert len(prediction["set"]) == row["set_size"]
+        assert prediction["abstain"] == (row["abstain"] == "true")
+        assert prediction["categories"][0]["category"] == row["category"]
+    # Without the knobs, no such fields: the answers of before.
+    plain = client.post("/predict", json={"titles": TITLES}).json()["predictions"]
+    assert all(set(prediction) == {"categories", "known_words"} for prediction in plain)
+
+
+def test_requests_with_different_knobs_in_one_batch_each_get_their_own(bundles):
+    bodies = [{"titles": TITLES[:2], "k": 1},
+              {"titles": TITLES, "k": 2, "coverage": 0.95},
+              {"titles": TITLES[1:], "k": 3, "coverage": 0.8, "class_conditional": True,
+               "min_confidence": 0.5}]
+    with client_for(bundles["mlp"]) as alone:
+        expected = [alone.post("/predict", json=body).json() for body in bodies]
+    with client_for(bundles["mlp"], batch_wait_ms=200) as batching, \
+            ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: batching.post("/predict", json=body).json(),
+                                bodies * 4))
+        assert metric(batching, "meli_batch_requests_count") < len(answers)
+    assert answers == expected * 4
+
+
+def test_model_shows_the_calibration_figures(client, bundles):
+    described = client.get("/model").json()
+    calibration = json.loads((bundles["mlp"] / "calibration.json").read_text())
+    assert described["calibration"] == calibration
+    assert calibration["split"] == "validation" and calibration["titles"] > 0
+    assert 0 <= calibration["expected_calibration_error"] <= 1 and calibration["bins"] == 15
+    assert set(calibration["risk_coverage"]["accuracy_at_coverage"]) >= {"at_90"}
+
+
+def test_a_bundle_without_calibration_answers_all_but_sets(bundles, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(bundles["mlp"], old)
+    for path in old.glob("calibration*"):
+        path.unlink()
+    with client_for(old) as served:
+        assert served.get("/model").json()["calibration"] is None
+        answer = served.post("/predict", json={"titles": TITLES, "coverage": 0.9})
+        assert answer.status_code == 422
+        assert answer.json()["error"].startswith("coverage: the model old carries no calibration")
+        answer = served.post("/predict", json={"titles": TITLES, "min_confidence": 0.9})
+        assert answer.status_code == 200
+        assert all("abstain" in p for p in answer.json()["predictions"])
+
+
 def test_requests_that_arrive_together_are_scored_as_one_batch(bundles):
     # A long wait makes coalescing certain: 24 requests sent at once fill a few batches.
     with client_for(bundles["mlp"], batch_wait_ms=100) as batching:
@@ -180,6 +244,16 @@ BAD_INPUTS = [
     (b'{"titles": ["ok"], "k": 2.5}', 422, "k"),
     (b'{"titles": ["ok"], "k": true}', 422, "k"),
     (b'{"titles": ["ok"], "k": 1e400}', 400, "JSON"),
+    (b'{"titles": ["ok"], "coverage": 1.5}', 422, "coverage"),
+    (b'{"titles": ["ok"], "coverage": 0}', 422, "coverage"),
+    (b'{"titles": ["ok"], "coverage": "0.9"}', 422, "coverage"),
+    (b'{"titles": ["ok"], "coverage": true}', 422, "coverage"),
+    (b'{"titles": ["ok"], "coverage": 0.99999}', 422, "coverage"),
+    (b'{"titles": ["ok"], "min_confidence": 1.5}', 422, "min_confidence"),
+    (b'{"titles": ["ok"], "min_confidence": -0.1}', 422, "min_confidence"),
+    (b'{"titles": ["ok"], "min_confidence": [0.9]}', 422, "min_confidence"),
+    (b'{"titles": ["ok"], "class_conditional": true}', 422, "class_conditional"),
+    (b'{"titles": ["ok"], "coverage": 0.9, "class_conditional": 1}', 422, "class_conditional"),
     (json.dumps({"titles": ["a b c " * 10] * 1000}).encode() * 20, 413, "body"),
 ]
 
@@ -451,10 +525,11 @@ def _browser() -> tuple[str, str] | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_browser() is None, reason="no chromium and chromedriver installed "
                                                "(apt-get install chromium chromium-driver)")
-def test_the_page_shows_categories_as_bars_in_a_real_browser(bundles, tmp_path):
+def test_the_page_shows_categories_as_bars_and_sets_in_a_real_browser(bundles, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     chromium, chromedriver = _browser()
@@ -492,6 +567,32 @@ def test_the_page_shows_categories_as_bars_in_a_real_browser(bundles, tmp_path):
                     # The bar is as long as the probability, drawn by the browser.
                     assert bar.size["width"] == pytest.approx(
                         track.size["width"] * entry["probability"], abs=2)
+            # The bundle's calibration figures, and with its knobs a set of several categories
+            # for a title it hesitates on, and a word that it is unsure.
+            calibration = httpx.get(server.url + "/model").json()["calibration"]
+            assert f"On {calibration['titles']:,} validation titles" in browser.find_element(
+                By.ID, "trust").text
+            hesitant = TITLES[3]  # no word of it is known: the probabilities are flat
+            expected = httpx.post(server.url + "/predict", json={
+                "titles": [hesitant], "k": 1, "coverage": 0.99, "min_confidence": 0.9,
+            }).json()["predictions"][0]
+            assert len(expected["set"]) > 1 and expected["abstain"]
+            browser.execute_script("document.getElementById('titles').value = arguments[0]",
+                                   hesitant)
+            Select(browser.find_element(By.ID, "k")).select_by_visible_text("1")
+            Select(browser.find_element(By.ID, "coverage")).select_by_visible_text("99%")
+            Select(browser.find_element(By.ID, "min-confidence")).select_by_visible_text("90%")
+            previous = browser.find_element(By.CLASS_NAME, "prediction")
+            browser.find_element(By.ID, "classify").click()
+            # The first results go (they may show sets of their own), the new one comes.
+            wait.until(expected_conditions.staleness_of(previous))
+            wait.until(lambda b: b.find_elements(By.CLASS_NAME, "set"))
+            shown_set = browser.find_element(By.CLASS_NAME, "set")
+            assert shown_set.text.startswith("99% sure it is one of:")
+            assert [member.text for member in shown_set.find_elements(
+                By.CLASS_NAME, "member")] == expected["set"]
+            assert browser.find_element(By.CLASS_NAME, "unsure").text.startswith("Unsure: its "
+                                                                                "top category")
             if os.environ.get("MELI_SCREENSHOT"):  # to look at the page: a PNG of it
                 browser.save_screenshot(os.environ["MELI_SCREENSHOT"])
             # A bad request shows its error instead of results.

@@ -33,7 +33,11 @@ from meli.training.data import Split
 from meli.training.loop import evaluate as evaluate_model
 from meli.training.optimization import class_weights, learning_rate_factor
 
-BUNDLE_FILES = {"config.json", "weights.pt", "vocab.txt", "labels.json", "normalization.json"}
+# Every bundle ends with its calibration on the validation titles (meli.bundles.calibration).
+CALIBRATION_FILES = {"calibration.json", "calibration.true_probabilities.npy",
+                     "calibration.counts.npy"}
+BUNDLE_FILES = {"config.json", "weights.pt", "vocab.txt", "labels.json", "normalization.json",
+                *CALIBRATION_FILES}
 PLOTS = {  # dvclive plot file (under plots/metrics/) -> its value column
     "train/loss.tsv": "loss",
     "validation/loss.tsv": "loss",
@@ -305,7 +309,7 @@ def validation_titles(pipeline):
 
 def test_baseline_writes_a_bundle_that_loads_and_logs_its_score(pipeline, fasttext_bundle):
     assert {p.name for p in fasttext_bundle.iterdir()} == {
-        "config.json", "model.bin", "labels.json", "normalization.json"}
+        "config.json", "model.bin", "labels.json", "normalization.json", *CALIBRATION_FILES}
     classifier = load_classifier(fasttext_bundle)
     assert isinstance(classifier, FastTextClassifier)
     assert classifier.labels == read_json(pipeline.prepared / "labels.json")

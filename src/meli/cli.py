@@ -49,6 +49,8 @@ def _predict(args: argparse.Namespace) -> None:
     # oneDNN keeps every kernel it compiled, one per input shape: a few dozen cover the
     # batches of a long input, and memory stays flat (read when oneDNN first starts).
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+    from meli.bundles.answers import Knobs, knob_problem
+    from meli.bundles.calibration import load_calibration
     from meli.bundles.load import load_classifier
     from meli.bundles.predict import (
         TitleReader,
@@ -68,19 +70,27 @@ def _predict(args: argparse.Namespace) -> None:
         raise MeliError("a title given on the command line is empty")
     if args.output and not Path(args.output).resolve().parent.is_dir():
         raise MeliError(f"{args.output}: its directory does not exist")
+    knobs = Knobs(args.coverage, args.min_confidence, args.class_conditional)
+    _check_knobs(knobs)
     reader = TitleReader(args.input, args.column) if args.input is not None else None
     classifier = load_classifier(args.model, args.device, args.precision)
+    calibration = load_calibration(classifier) if knobs.coverage is not None else None
+    problem = knob_problem(knobs, calibration, args.model)
+    if problem:
+        raise MeliError(f"--{problem[0].replace('_', '-')}: {problem[1]}")
     if reader is None:
-        print_predictions(classifier, list(args.titles), args.top_k, sys.stdout)
+        print_predictions(classifier, list(args.titles), args.top_k, sys.stdout, knobs,
+                          calibration)
         return
     started = time.perf_counter()
     if args.output:
         # Written aside and moved into place when complete: a failure midway leaves no half file.
         with atomic_file(args.output) as out:
-            titles = write_predictions_csv(classifier, reader, args.top_k, out, show_progress())
+            titles = write_predictions_csv(classifier, reader, args.top_k, out, show_progress(),
+                                           knobs, calibration)
     else:
         titles = write_predictions_csv(classifier, reader, args.top_k, sys.stdout.buffer,
-                                       show_progress())
+                                       show_progress(), knobs, calibration)
         sys.stdout.buffer.flush()
     seconds = time.perf_counter() - started
     log.info("predict: %d titles in %.2fs (%.0f titles/s)", titles, seconds,
@@ -111,6 +121,19 @@ def _explain(args: argparse.Namespace) -> None:
             print(json.dumps(explanation.as_dict(), ensure_ascii=False))
         else:
             print(("\n" if number else "") + format_explanation(explanation))
+
+
+def _check_knobs(knobs) -> None:
+    """The knobs' own ranges, before the input is read or the model loaded."""
+    if knobs.coverage is not None and not 0 < knobs.coverage < 1:
+        raise MeliError(f"--coverage: must be a share between 0 and 1 (such as 0.95), got "
+                        f"{knobs.coverage:g}")
+    if knobs.min_confidence is not None and not 0 <= knobs.min_confidence <= 1:
+        raise MeliError(f"--min-confidence: must be a probability from 0 to 1 (such as 0.9), "
+                        f"got {knobs.min_confidence:g}")
+    if knobs.class_conditional and knobs.coverage is None:
+        raise MeliError("--class-conditional: needs --coverage (the per-category sets of which "
+                        "coverage?)")
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -164,6 +187,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value:  # NaN
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    return value
+
+
 def _searchable() -> tuple[str, ...]:
     from meli.experiments.search import searchable  # imports PyTorch: only once a name is given
 
@@ -209,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="categories per title (default: %(default)s)")
     predict.add_argument("--column", metavar="NAME",
                          help="the CSV column that holds the titles (default: title)")
+    predict.add_argument("--coverage", type=_share, metavar="P",
+                         help="add columns set and set_size: the categories that hold the "
+                              "true one for a share P of titles (e.g. 0.95), from the bundle's "
+                              "calibration")
+    predict.add_argument("--class-conditional", action="store_true",
+                         help="with --coverage: that share for every category, not only over "
+                              "all titles (larger sets for the hard categories)")
+    predict.add_argument("--min-confidence", type=_share, metavar="P",
+                         help="add a column abstain: true where the top probability is below P "
+                              "(e.g. 0.9): the titles a person should check")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="where a PyTorch model runs (default: %(default)s, CUDA if present)")
     predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",

@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from meli.bundles.answers import NO_KNOBS, Answers, Knobs, answer
+from meli.bundles.calibration import Calibration
 from meli.bundles.classifier import Classifier
 from meli.data.blocks import whole_lines
 from meli.data.formats import DECOMPRESSORS, MAGIC_BYTES, compression_of
@@ -257,23 +259,48 @@ def _fixed6(values: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(whole, fraction, ".")
 
 
-def csv_header(k: int) -> list[str]:
+def csv_header(k: int, knobs: Knobs = NO_KNOBS) -> list[str]:
     header = ["title", "category", "probability"]
     for rank in range(2, k + 1):
         header += [f"category_{rank}", f"probability_{rank}"]
-    return [*header, "known_words"]
+    header.append("known_words")
+    if knobs.coverage is not None:
+        header += ["set", "set_size"]
+    if knobs.min_confidence is not None:
+        header.append("abstain")
+    return header
 
 
-def prediction_table(classifier: Classifier, titles: pa.Array, k: int) -> pa.Table:
-    """One row per title: its top-k categories and probabilities, and its known word count."""
-    indices, probabilities, known = classifier.top_k(titles, k)
+def prediction_table(classifier: Classifier, titles: pa.Array, k: int, knobs: Knobs = NO_KNOBS,
+                     calibration: Calibration | None = None) -> pa.Table:
+    """One row per title: its top-k categories and probabilities, its known word count, and
+    with the knobs its set (categories joined by `|`, most probable first) and size, and
+    whether the model abstains."""
+    answers = answer(classifier, calibration, titles, k, knobs)
     labels = pa.array(classifier.labels, pa.string())
     columns: list[pa.Array] = [titles]
-    for rank in range(indices.shape[1]):
-        columns.append(labels.take(pa.array(indices[:, rank])))
-        columns.append(_fixed6(probabilities[:, rank]))
-    columns.append(pa.array(known, pa.int32()))
-    return pa.Table.from_arrays(columns, names=csv_header(indices.shape[1]))
+    for rank in range(answers.indices.shape[1]):
+        columns.append(labels.take(pa.array(answers.indices[:, rank])))
+        columns.append(_fixed6(answers.probabilities[:, rank]))
+    columns.append(pa.array(answers.known_words, pa.int32()))
+    if answers.in_set is not None:
+        columns += [_joined_sets(answers, classifier.labels),
+                    pa.array(answers.set_sizes, pa.int32())]
+    if answers.abstain is not None:
+        columns.append(pc.if_else(pa.array(answers.abstain), "true", "false"))
+    return pa.Table.from_arrays(columns,
+                                names=csv_header(answers.indices.shape[1], knobs))
+
+
+def _joined_sets(answers: Answers, labels: list[str]) -> pa.Array:
+    """Each title's set as one string, "A|B|C", a column of candidates at a time."""
+    assert answers.candidates is not None and answers.in_set is not None
+    prefixed = pa.array([f"|{label}" for label in labels], pa.string())
+    parts = [pc.if_else(pa.array(answers.in_set[:, rank]),
+                        prefixed.take(pa.array(answers.candidates[:, rank])), "")
+             for rank in range(answers.candidates.shape[1])]
+    # Joined with no separator, each part carrying its own; the first one's is cut.
+    return pc.utf8_slice_codeunits(pc.binary_join_element_wise(*parts, ""), 1)
 
 
 def _progress(reader: TitleReader, enabled: bool):
@@ -289,7 +316,8 @@ def show_progress() -> bool:
 
 
 def write_predictions_csv(classifier: Classifier, reader: TitleReader, top_k: int,
-                          out: IO[bytes], progress: bool = False) -> int:
+                          out: IO[bytes], progress: bool = False, knobs: Knobs = NO_KNOBS,
+                          calibration: Calibration | None = None) -> int:
     """Classify every title of `reader` and write the CSV to `out` block by block; the number
     of titles written. Nothing is written when there is no title at all."""
     k = min(top_k, len(classifier.labels))
@@ -299,7 +327,7 @@ def write_predictions_csv(classifier: Classifier, reader: TitleReader, top_k: in
         try:
             for block in reader:
                 if len(block.titles):
-                    table = prediction_table(classifier, block.titles, k)
+                    table = prediction_table(classifier, block.titles, k, knobs, calibration)
                     writer = writer or pa_csv.CSVWriter(out, table.schema)
                     writer.write_table(table)
                     written += len(block.titles)
@@ -314,10 +342,27 @@ def write_predictions_csv(classifier: Classifier, reader: TitleReader, top_k: in
 
 
 def print_predictions(classifier: Classifier, titles: list[str], top_k: int,
-                      out: TextIO) -> None:
-    indices, probabilities, known = classifier.top_k(pa.array(titles, pa.string()), top_k)
+                      out: TextIO, knobs: Knobs = NO_KNOBS,
+                      calibration: Calibration | None = None) -> None:
+    answers = answer(classifier, calibration, pa.array(titles, pa.string()), top_k, knobs)
+    sets = answers.sets()
     for row, title in enumerate(titles):
-        note = "" if known[row] else "  (no word of it is known to the model)"
+        note = "" if answers.known_words[row] else "  (no word of it is known to the model)"
         out.write(f"{title}{note}\n")
-        for index, probability in zip(indices[row], probabilities[row], strict=True):
+        for index, probability in zip(answers.indices[row], answers.probabilities[row],
+                                      strict=True):
             out.write(f"  {probability:6.1%}  {classifier.labels[index]}\n")
+        if sets is not None and len(sets[row]):
+            names = " | ".join(classifier.labels[index] for index in sets[row])
+            out.write(f"  {percent(knobs.coverage)} sure it is one of: {names}\n")
+        elif sets is not None:  # an empty set, as the page says it
+            out.write(f"  no category is likely enough to be {percent(knobs.coverage)} "
+                      f"sure of\n")
+        if answers.abstain is not None and answers.abstain[row]:
+            out.write(f"  unsure: the top probability is below "
+                      f"{percent(knobs.min_confidence)}\n")
+
+
+def percent(share: float | None) -> str:
+    """0.95 -> "95%", 0.975 -> "97.5%"."""
+    return f"{round((share or 0.0) * 100, 4):g}%"

@@ -222,6 +222,19 @@ class EvaluateParams:
     # auto: bf16 autocast on CUDA; on a CPU with native bf16, only for a bundle whose training
     # found that bf16 kept its validation balanced accuracy within 0.001 of float32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Equal-width confidence bins of the expected calibration error and the reliability plot.
+    calibration_bins: int = param(15, min=2, max=100)
+    # Coverages whose prediction sets (the bundle's calibration) are measured on test.
+    set_coverages: list[float] = param([0.9, 0.95], min_items=1)
+    # Top-1 accuracies whose coverage (the share of most confident titles) is reported.
+    target_accuracies: list[float] = param([0.97, 0.98, 0.99], min_items=1)
+
+    def problem(self) -> str | None:
+        for name in ("set_coverages", "target_accuracies"):
+            values = getattr(self, name)
+            if not all(isinstance(v, int | float) and 0 < v < 1 for v in values):
+                return f"{name} must be shares between 0 and 1 (such as 0.95), got {values}"
+        return None
 
 
 @dataclass(frozen=True)

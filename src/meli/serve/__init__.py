@@ -1,9 +1,12 @@
 """`meli serve`: a model bundle behind HTTP (Starlette on uvicorn), with dynamic batching and
 reload without a failed request.
 
-    model.py   the bundle (a directory, or a registry artifact fetched with DVC) and its version
-    app.py     the ASGI app: /predict, /health, /model, /metrics, /reload, the page at /
-    page.html  the page (package data)
+    model.py     the bundle (a directory, or a registry artifact fetched with DVC), its version
+                 and its calibration
+    requests.py  request bodies read and checked (POST /predict's titles, k and knobs), and
+                 the answers of a batch written
+    app.py       the ASGI app: /predict, /health, /model, /metrics, /reload, the page at /
+    page.html    the page (package data)
 
 One process serves one model; replicas are stateless, so scale out by running more of them
 behind any load balancer.

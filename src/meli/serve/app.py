@@ -5,8 +5,9 @@ bodies and answer raw JSON, so FastAPI's layers (its request validation, depende
 OpenAPI) would do nothing here but cost CPU on every request (measured: 67 against 33 us of
 server CPU per request for the same trivial route under uvicorn).
 
-- `POST /predict` takes `{"titles": [...], "k": 3}`. The request is checked by hand (a few
-  isinstance tests cost far less than a pydantic model per request) and queued as one item of
+- `POST /predict` takes `{"titles": [...], "k": 3}` and the knobs of the bundle's calibration
+  (`coverage`, `class_conditional`, `min_confidence`). The request is checked by hand
+  (meli.serve.requests, which also writes the answers) and queued as one item of
   `batched`'s dynamic batcher: requests that arrive within `batch_wait_ms` of each other are
   scored as one batch of at most `max_batch_titles` titles, in a worker thread, so the event
   loop keeps accepting connections while the model runs. A request is never split between
@@ -33,7 +34,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from batched.aio import AsyncBatchProcessor
 from prometheus_client import (
@@ -52,6 +52,14 @@ from starlette.routing import Route
 
 from meli.serve.explain import ExplainEndpoint
 from meli.serve.model import MAX_TITLE_CHARS, LoadedModel, MeliError, ModelSource
+from meli.serve.requests import (
+    BadRequest,
+    Job,
+    answer_batch,
+    parse_json,
+    parse_predict,
+    read_body,
+)
 
 log = logging.getLogger("meli")
 
@@ -67,25 +75,6 @@ class Settings:
     max_batch_titles: int = 2048
     max_batch_requests: int = 256
     batch_wait_ms: float = 2.0
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-class Job:
-    """One /predict request: an item of the batcher, as long as its number of titles (what
-    `batched` counts against the batch's title limit)."""
-
-    __slots__ = ("titles", "k")
-
-    def __init__(self, titles: list[str], k: int):
-        self.titles, self.k = titles, k
-
-    def __len__(self) -> int:
-        return len(self.titles)
 
 
 class Metrics:
@@ -153,36 +142,17 @@ class Server:
 
     # ---- scoring (runs in the batcher's worker thread) ------------------------------------
 
-    def score(self, jobs: list[Job]) -> list[bytes]:
-        """The JSON body of each request of one batch, all scored by the same model."""
+    def score(self, jobs: list[Job]) -> list[tuple[int, bytes]]:
+        """The status and JSON body of each request of one batch, all scored by the same
+        model."""
         started = time.perf_counter()
         model = self.model  # read once: the whole batch is scored by this version
         assert model is not None
-        titles = [title for job in jobs for title in job.titles]
-        k = min(max(job.k for job in jobs), len(model.labels))
-        indices, probabilities, known = model.top_k(titles, k)
-        # Six decimals, rounded exactly as `meli predict` writes them.
-        rounded = (np.rint(probabilities.astype(np.float64) * 1e6) / 1e6).tolist()
-        labels = model.labels
-        names = [[labels[i] for i in row] for row in indices.tolist()]
-        known_words = known.tolist()
-        header = {"model": model.name, "version": model.version}
-        bodies, row = [], 0
-        for job in jobs:
-            width = min(job.k, k)
-            predictions = []
-            for index in range(row, row + len(job.titles)):
-                predictions.append({
-                    "categories": [{"category": name, "probability": probability}
-                                   for name, probability in zip(names[index][:width],
-                                                                rounded[index][:width],
-                                                                strict=True)],
-                    "known_words": known_words[index]})
-            row += len(job.titles)
-            bodies.append(orjson.dumps(header | {"predictions": predictions}))
-        self.metrics.batch_titles.observe(len(titles))
+        bodies = answer_batch(model, jobs)
+        titles = sum(len(job) for job in jobs)
+        self.metrics.batch_titles.observe(titles)
         self.metrics.batch_requests.observe(len(jobs))
-        self.metrics.titles.inc(len(titles))
+        self.metrics.titles.inc(titles)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return bodies
 
@@ -251,81 +221,6 @@ class Server:
         asyncio.get_running_loop().create_task(reload())
 
 
-# ---- request parsing ----------------------------------------------------------------------
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    too_large = BadRequest(413, f"body: over the limit of {limit:,} bytes")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest(400, "content-length: not a number")
-        if int(declared) > limit:
-            raise too_large
-        return await request.body()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            raise BadRequest(400, f"body: not valid UTF-8 (byte 0x{body[bad.start]:02x} at "
-                                  f"offset {bad.start}); send JSON in UTF-8") from None
-        if not body.strip():
-            raise BadRequest(400, 'body: empty; send JSON such as {"titles": ["..."]}') from None
-        raise BadRequest(400, f"body: not valid JSON: {error}") from None
-
-
-_TYPES = {str: "a string", int: "a number", float: "a number", bool: "true or false",
-          list: "a list", dict: "an object", type(None): "null"}
-
-
-def _kind(value: Any) -> str:
-    return _TYPES.get(type(value), type(value).__name__)
-
-
-def parse_predict(data: Any, settings: Settings) -> Job:
-    if not isinstance(data, dict):
-        raise BadRequest(422, f'body: must be a JSON object such as {{"titles": ["..."], "k": 3}}'
-                              f", got {_kind(data)}")
-    for key in data:
-        if key not in ("titles", "k"):
-            raise BadRequest(422, f"{key}: unknown field (the fields are titles and k)")
-    titles = data.get("titles")
-    if titles is None:
-        raise BadRequest(422, f"titles: missing; give a list of 1 to {settings.max_titles} "
-                              f"titles")
-    if not isinstance(titles, list):
-        raise BadRequest(422, f"titles: must be a list of strings, got {_kind(titles)}")
-    if not titles:
-        raise BadRequest(422, f"titles: empty list; give 1 to {settings.max_titles} titles")
-    if len(titles) > settings.max_titles:
-        raise BadRequest(422, f"titles: {len(titles):,} titles, at most {settings.max_titles:,} "
-                              f"per request")
-    for index, title in enumerate(titles):
-        if not isinstance(title, str):
-            raise BadRequest(422, f"titles[{index}]: must be a string, got {_kind(title)}")
-        if len(title) > settings.max_title_chars:
-            raise BadRequest(422, f"titles[{index}]: {len(title):,} characters, at most "
-                                  f"{settings.max_title_chars:,}")
-        if not title.strip():
-            raise BadRequest(422, f"titles[{index}]: empty")
-    k = data.get("k", 3)
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= settings.max_k:
-        raise BadRequest(422, f"k: must be a whole number from 1 to {settings.max_k}, got "
-                              f"{orjson.dumps(k).decode()[:40]}")
-    return Job(titles, k)
-
-
 # ---- the app ------------------------------------------------------------------------------
 
 def create_app(model: LoadedModel | None, source: ModelSource | None = None,
@@ -374,10 +269,10 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
             if server.model is None:
                 raise BadRequest(503, "model: not loaded yet; retry once /health says ready")
             body = await read_body(request, server.settings.max_body_bytes)
-            job = parse_predict(parse_json(body), server.settings)
+            job = parse_predict(parse_json(body), server.settings, server.model)
             assert server.processor is not None
-            content = await server.processor(job)
-            return Response(content, media_type="application/json")
+            status, content = await server.processor(job)
+            return Response(content, status_code=status, media_type="application/json")
         except BadRequest as error:
             status = error.status
             return error_response(error.status, error.message)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from meli.bundles.answers import NO_KNOBS, Knobs, answers_of, knob_problem, width
+from meli.bundles.calibration import Calibration, load_calibration
 from meli.bundles.classifier import Classifier
 from meli.bundles.explain import DECOMPOSITION, MAX_WORDS, METHODS, category_id, default_method
 from meli.bundles.explain import explain as explain_titles
@@ -24,7 +26,8 @@ from meli.bundles.load import load_classifier
 from meli.bundles.predict import MAX_TITLE_CHARS
 from meli.errors import MeliError
 
-__all__ = ["MAX_TITLE_CHARS", "LoadedModel", "MeliError", "ModelSource", "bundle_hash"]
+__all__ = ["MAX_TITLE_CHARS", "NO_KNOBS", "Knobs", "LoadedModel", "MeliError", "ModelSource",
+           "answers_of", "bundle_hash", "knob_problem", "width"]
 
 # Keys of a bundle's config.json that describe the file rather than the model.
 _BOOKKEEPING = {"format_version", "meli_version", "architecture"}
@@ -58,6 +61,8 @@ class LoadedModel:
     source: dict[str, Any]
     loaded_seconds: float = 0.0
     _temporary: Path | None = field(default=None, repr=False)
+    # What the bundle knows of its own confidence, and its sets (None: it carries none).
+    calibration: Calibration | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -99,6 +104,8 @@ class LoadedModel:
                 "architecture": config.get("architecture"), "categories": len(self.labels),
                 "source": self.source, "params": params, "validation": validation,
                 "meli_version": config.get("meli_version"),
+                "calibration": (self.calibration.describe() if self.calibration is not None
+                                else None),
                 "load_seconds": round(self.loaded_seconds, 3)}
 
     def discard(self) -> None:
@@ -149,6 +156,7 @@ class ModelSource:
             directory, temporary, registry = self._fetch()
         try:
             classifier = load_classifier(directory, self.device, self.precision)
+            calibration = load_calibration(classifier)
             sha256 = bundle_hash(directory)
             classifier.top_k(WARM_UP_TITLES, 3)
         except BaseException:
@@ -160,7 +168,7 @@ class ModelSource:
         if registry.get("version"):
             version = f"{registry['version']}+{version}"
         return LoadedModel(classifier, name, version, sha256, self.describe() | registry,
-                           time.perf_counter() - started, temporary)
+                           time.perf_counter() - started, temporary, calibration)
 
     def _fetch(self) -> tuple[Path, Path, dict[str, Any]]:
         """Download the artifact with DVC's artifacts API (what `dvc artifacts get` does) into a

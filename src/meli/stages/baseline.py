@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from meli.bundles import bundle, metrics
+from meli.bundles.calibration import calibrate_bundle
 from meli.bundles.fasttext import FastTextClassifier
 from meli.errors import MeliError, run, stage_parser
 from meli.files import read_json, writing
@@ -83,6 +84,7 @@ def train_baseline(params: BaselineParams, prepared_dir: str | Path, output_dir:
     predicted = classifier.predict(validation.column("title"))
     balanced = metrics.balanced_accuracy(true, predicted, len(labels))
     accuracy = metrics.accuracy(true, predicted)
+    calibrate_bundle(classifier, prepared_dir)
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"model": "fasttext", "baseline": to_dict(params)})
         live.log_metric("validation/balanced_accuracy", balanced)

@@ -38,6 +38,7 @@ from meli.bundles.bundle import (
     LINEAR_ARCHITECTURE,
     read_bundle,
 )
+from meli.bundles.calibration import calibrate_bundle
 from meli.bundles.ensemble import MEMBERS_DIR, combine, tempered
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
@@ -202,6 +203,8 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
         validation_accuracy=metrics.accuracy(truth, predicted),
         best_member=members[best], best_member_balanced_accuracy=singles[best])
     _write_bundle(output_dir, prepared_dir, result)
+    # Calibrated as itself: its own probabilities, not its members'.
+    calibrate_bundle(load_classifier(output_dir, params.device, params.precision), prepared_dir)
     write_json(metrics_path, {
         "best": {"validation_balanced_accuracy": result.validation_balanced_accuracy,
                  "validation_accuracy": result.validation_accuracy},

@@ -6,6 +6,20 @@ per language and per label quality, so that Portuguese and unreliable labels sho
 plot (the `worst_categories` of lowest recall) and the rows of a confusion plot limited to the
 categories of the most confused (true, predicted) pairs: 600 categories do not fit one plot.
 
+How far the model can be trusted, in the same file and beside it (meli.bundles.confidence,
+meli.bundles.calibration):
+- `calibration`: the expected calibration error over `calibration_bins` equal-width bins of the
+  top probability, and the mean top probability; `reliability.csv`, a plot of accuracy against
+  confidence per bin;
+- `risk_coverage`: the top-1 accuracy of the 50, 80, 90, 95 and 99% most confident titles and
+  the top probability that keeps each share, the share of titles (most confident first) whose
+  accuracy reaches each of `target_accuracies`, and the area under the risk-coverage curve;
+  `risk_coverage.csv`, the curve from 5 to 100%;
+- `sets`: for each of `set_coverages`, the prediction sets of the bundle's own calibration,
+  marginal and class-conditional: the share of test titles whose set holds their category,
+  the mean set size, and the categories whose test titles reach that coverage.
+The test split is scored a chunk at a time; only a few numbers per title are kept.
+
 Run by dvc.yaml as `python -m meli.stages.evaluate <model>` for every model, the fastText baseline
 included; reads the `evaluate` section of params.yaml.
 
@@ -22,16 +36,23 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meli.bundles import metrics
-from meli.bundles.classifier import SCORING_CHUNK, Classifier, as_array
+from meli.bundles.calibration import (
+    Calibration,
+    Scored,
+    confidence_figures,
+    load_calibration,
+    score_split,
+    set_figures,
+)
+from meli.bundles.confidence import RiskCoverage, reliability, share_key
 from meli.bundles.confusions import CONFUSIONS_FILE, write_confusions
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
@@ -52,6 +73,8 @@ log = logging.getLogger(__name__)
 RECALL_FILE = "per_class_recall.csv"
 WORST_RECALL_FILE = "worst_recall.csv"
 CONFUSION_FILE = "confusion.csv"
+RELIABILITY_FILE = "reliability.csv"
+RISK_COVERAGE_FILE = "risk_coverage.csv"
 
 
 @dataclass
@@ -65,6 +88,8 @@ class EvaluateResult:
     # present in that group, and its rows.
     by_language: dict[str, dict[str, float | int]]
     by_label_quality: dict[str, dict[str, float | int]]
+    # Calibration, risk-coverage and prediction sets: the metrics file's sections of them.
+    trust: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str | Path,
@@ -80,11 +105,24 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
     if len(test) == 0:
         raise MeliError(f"{test_path}: the test split is empty")
     true = test.column("label").to_numpy().astype(np.int64)
+    calibration = load_calibration(classifier)
+    if calibration is None:
+        raise MeliError(f"{bundle_dir}: the bundle carries no calibration (it was written "
+                        f"before bundles had one); rebuild it with `dvc repro`")
+    sets = [(coverage, class_conditional, calibration.thresholds(coverage, class_conditional))
+            for coverage in params.set_coverages for class_conditional in (False, True)]
     log.info("evaluate %s: %s test titles, %s categories", classifier.name, f"{len(test):,}",
              f"{len(labels):,}")
     started = time.perf_counter()
-    predicted = _predict(classifier, test.column("title"), params.batch_size)
+    # A thread writes the progress lines: an ensemble scores hundreds of thousands of titles
+    # with every member for minutes, and one chunk may outlast the interval between two lines.
+    with Progress(f"evaluate {classifier.name}: scoring the test split", len(test), "titles",
+                  ticking=True) as progress:
+        scored = score_split(classifier, test.column("title"), true,
+                             [thresholds for _, _, thresholds in sets], params.batch_size,
+                             progress=progress.update)
     seconds = time.perf_counter() - started
+    predicted = scored.predicted
     result = EvaluateResult(
         balanced_accuracy=metrics.balanced_accuracy(true, predicted, len(labels)),
         accuracy=metrics.accuracy(true, predicted),
@@ -94,6 +132,8 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
         by_language=by_group(test.column("language"), true, predicted, len(labels)),
         by_label_quality=by_group(test.column("label_quality"), true, predicted, len(labels)),
     )
+    figures = trust_figures(params, scored, true, len(labels), calibration, sets)
+    result.trust = figures
     # Timing stays out of the metrics file: same params must give the same metrics.
     write_json(metrics_path, {
         "test": {"balanced_accuracy": round(result.balanced_accuracy, 6),
@@ -101,30 +141,55 @@ def evaluate(params: EvaluateParams, bundle_dir: str | Path, prepared_dir: str |
                  "macro_f1": round(result.macro_f1, 6),
                  "rows": result.rows,
                  "by_language": result.by_language,
-                 "by_label_quality": result.by_label_quality},
+                 "by_label_quality": result.by_label_quality,
+                 **figures},
     })
     plots_dir.mkdir(parents=True, exist_ok=True)
     _write_recall(plots_dir, true, predicted, labels, params.worst_categories)
     write_confusions(plots_dir / CONFUSIONS_FILE, classifier, test.column("title").to_pylist(),
                      true, predicted, params.confused_pairs, Path(bundle_dir).name)
     _write_confusion(plots_dir / CONFUSION_FILE, true, predicted, labels, params.confused_pairs)
+    _write_reliability(plots_dir / RELIABILITY_FILE, scored, params.calibration_bins)
+    _write_rows(plots_dir / RISK_COVERAGE_FILE, ["coverage", "accuracy", "min_confidence"],
+                RiskCoverage.of(scored.confidence, scored.correct).curve())
     return result
 
 
-def _predict(classifier: Classifier, titles: pa.ChunkedArray, batch_size: int) -> np.ndarray:
-    """The class of every test title, a chunk at a time, with progress: an ensemble scores
-    hundreds of thousands of titles with every member for minutes, and one chunk may take
-    longer than the interval between two progress lines (a thread writes them)."""
-    titles = as_array(titles)
-    predicted = np.zeros(len(titles), dtype=np.int64)
-    chunk_titles = SCORING_CHUNK // 4
-    with Progress(f"evaluate {classifier.name}: scoring the test split", len(titles),
-                  "titles", ticking=True) as progress:
-        for start in range(0, len(titles), chunk_titles):
-            chunk = titles.slice(start, chunk_titles)
-            predicted[start:start + len(chunk)] = classifier.predict(chunk, batch_size)
-            progress.update(start + len(chunk))
-    return predicted
+# ---- how far the model can be trusted ------------------------------------------------------
+
+def trust_figures(params: EvaluateParams, scored: Scored, true: np.ndarray, num_classes: int,
+                  calibration: Calibration,
+                  sets: list[tuple[float, bool, np.ndarray]]) -> dict[str, Any]:
+    """Calibration, risk-coverage and the prediction sets on test: the metrics file's
+    `calibration`, `risk_coverage` and `sets` sections."""
+    confidence, risk_coverage = confidence_figures(scored, params.calibration_bins,
+                                                   tuple(params.target_accuracies))
+    figures: dict[str, Any] = {"calibration": confidence, "risk_coverage": risk_coverage,
+                               "sets": {}}
+    for column, (coverage, class_conditional, thresholds) in enumerate(sets):
+        entry = set_figures(scored.true_probability >= thresholds[true],
+                            scored.set_sizes[:, column], true, num_classes, coverage)
+        if class_conditional:
+            entry["categories_own_threshold"] = int(
+                calibration.scores.class_conditional(coverage)[1].sum())
+        figures["sets"].setdefault(share_key(coverage), {})[
+            "class_conditional" if class_conditional else "marginal"] = entry
+    return figures
+
+
+def _write_reliability(path: Path, scored: Scored, bins: int) -> None:
+    _, rows = reliability(scored.confidence, scored.correct, bins)
+    _write_rows(path, ["confidence", "accuracy", "titles", "bin"],
+                [{"confidence": round(row.confidence, 6), "accuracy": round(row.accuracy, 6),
+                  "titles": row.titles, "bin": f"{row.lower:.3f}-{row.upper:.3f}"}
+                 for row in rows])
+
+
+def _write_rows(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
+    with _atomic_text(path) as out:
+        writer = csv.DictWriter(out, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def by_group(groups, true: np.ndarray, predicted: np.ndarray,
@@ -210,6 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("evaluate %s: test balanced accuracy %.4f, accuracy %.4f, macro F1 %.4f on %d "
                  "titles; %.0f titles/s", args.model, result.balanced_accuracy, result.accuracy,
                  result.macro_f1, result.rows, result.titles_per_second)
+        trust = result.trust
+        log.info("evaluate %s: expected calibration error %.4f (%d bins); accuracy %.4f on the "
+                 "90%% most confident titles; sets %s", args.model,
+                 trust["calibration"]["expected_calibration_error"],
+                 trust["calibration"]["bins"],
+                 trust["risk_coverage"]["accuracy_at_coverage"]["at_90"],
+                 "; ".join(f"{level}: coverage {sets['marginal']['coverage']:.4f}, "
+                           f"{sets['marginal']['mean_set_size']:.2f} categories"
+                           for level, sets in trust["sets"].items()))
         for what, groups in (("language", result.by_language),
                              ("label quality", result.by_label_quality)):
             log.info("evaluate %s: balanced accuracy by %s: %s", args.model, what,

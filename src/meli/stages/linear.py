@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from meli.bundles import metrics
 from meli.bundles.bundle import read_bundle
+from meli.bundles.calibration import calibrate_bundle
 from meli.bundles.linear import LinearClassifier, softmax, write_linear_bundle
 from meli.errors import MeliError, run, stage_parser
 from meli.files import read_json, writing
@@ -115,6 +116,7 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
     predicted = classifier.predict(validation.column("title"))
     balanced = metrics.balanced_accuracy(truth, predicted, len(labels))
     accuracy = metrics.accuracy(truth, predicted)
+    calibrate_bundle(classifier, prepared_dir)
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"model": NAME, "linear": to_dict(params)})
         live.log_metric("validation/balanced_accuracy", balanced)

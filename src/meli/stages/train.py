@@ -38,6 +38,8 @@ import torch
 from torch import nn
 
 from meli.bundles import bundle
+from meli.bundles.calibration import calibrate_bundle
+from meli.bundles.pytorch import TorchClassifier
 from meli.data.vocabulary import Vocabulary
 from meli.errors import MeliError, run, stage_parser
 from meli.files import read_json
@@ -180,6 +182,11 @@ def train(architecture: str, params: TrainParams, model_params: Any,
         details={"best_epoch": state.best_epoch,
                  "validation_balanced_accuracy": state.best.validation_balanced_accuracy,
                  **bf16_check, "train": to_dict(params)})
+    # The bundle just written, as `meli predict` loads it, calibrated on validation titles.
+    files = bundle.read_bundle(output_dir)
+    calibrate_bundle(TorchClassifier(files.directory, files.config, files.labels,
+                                     files.normalization, params.device, params.precision),
+                     prepared_dir)
     if checkpoints is not None:
         # The run is done: what is left is the small record that it finished.
         checkpoint.finish(checkpoints, {"fingerprint": fingerprint, "epochs": state.epoch,
