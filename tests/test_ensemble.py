@@ -1,5 +1,8 @@
 """The ensemble stage: weights fitted on validation only, a bundle that loads like any other,
-and clear errors for members that are missing or were trained on other data."""
+and clear errors for members that are missing or were trained on other data; scoring: titles
+normalized once, members side by side with exactly the figures of one after the other, members
+of weight 0 neither stored nor loaded; and every kind of bundle scoring a short batch as the
+uncached normalization and word lookup did."""
 
 from __future__ import annotations
 
@@ -7,16 +10,24 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from meli.bundles import classifier as classifier_module
 from meli.bundles import metrics
-from meli.bundles.ensemble import tempered
+from meli.bundles.ensemble import EnsembleClassifier, combine, tempered
 from meli.bundles.load import load_classifier
+from meli.data import vocabulary as vocabulary_module
+from meli.data.text import _WHITESPACE
 from meli.errors import MeliError
-from meli.files import read_json
-from meli.params import EnsembleParams
+from meli.files import read_json, write_json
+from meli.models.rnn import RNNParams
+from meli.params import EnsembleParams, LinearParams
+from meli.stages import ensemble as ensemble_stage
 from meli.stages.ensemble import build_ensemble, fit_temperature, select_weights
+from meli.stages.linear import train_linear
 
 
 @pytest.fixture
@@ -24,6 +35,39 @@ def repository(pipeline, mlp_bundle, fasttext_bundle, monkeypatch):
     """The small pipeline's root as the working directory: models/mlp and models/fasttext."""
     monkeypatch.chdir(pipeline.root)
     return pipeline.root
+
+
+KINDS = ("mlp", "rnn", "fasttext", "linear")
+
+
+@pytest.fixture(scope="module")
+def kinds_root(pipeline, mlp_bundle, fasttext_bundle, train_model, tmp_path_factory):
+    """A directory whose models/ holds a bundle of every kind: the small pipeline's MLP and
+    fastText, and an RNN and a linear model trained on it (apart from the pipeline's own
+    models/, which other tests fill and empty)."""
+    root = tmp_path_factory.mktemp("kinds")
+    for name, bundle in (("mlp", mlp_bundle), ("fasttext", fasttext_bundle)):
+        shutil.copytree(bundle, root / "models" / name)
+    train_model("rnn", root, RNNParams(hidden_size=16), epochs=1)
+    train_linear(LinearParams(), pipeline.prepared, root / "models" / "linear",
+                 root / "results" / "train" / "linear")
+    return root
+
+
+@pytest.fixture
+def every_kind(kinds_root, monkeypatch):
+    monkeypatch.chdir(kinds_root)
+    return kinds_root
+
+
+def four_member_ensemble(pipeline, directory):
+    """An ensemble of the four kinds (run in kinds_root), every one weighted, temperatures
+    other than 1."""
+    weights = {"mlp": 0.4, "rnn": 0.1, "fasttext": 0.2, "linear": 0.3}
+    temperatures = {"mlp": 0.8, "rnn": 1.0, "fasttext": 2.0, "linear": 1.3}
+    result = ensemble_stage.EnsembleResult(weights, temperatures, 0.9, 0.9, "mlp", 0.9)
+    ensemble_stage._write_bundle(directory, pipeline.prepared, result)
+    return load_classifier(directory)
 
 
 def build(repository, tmp_path, **settings):
@@ -100,3 +144,112 @@ def test_a_member_trained_on_other_data_is_refused(repository, tmp_path):
             build(repository, tmp_path, members=["mlp", "rnn"])
     finally:
         shutil.rmtree(other)
+
+
+def titles_of(pipeline, count):
+    table = pq.read_table(pipeline.prepared / "validation.parquet", columns=["title"])
+    return table.column("title").combine_chunks().slice(0, count)
+
+
+def test_parallel_scoring_gives_exactly_the_sequential_figures(pipeline, every_kind, tmp_path):
+    ensemble = four_member_ensemble(pipeline, tmp_path / "ensemble")
+    assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.members) == 4
+    titles = titles_of(pipeline, 300)
+    ensemble.threads = 1
+    one_by_one = ensemble.probabilities(titles)
+    top_one_by_one = ensemble.top_k(titles, 3)
+    ensemble.threads = 4  # more threads than cores, if need be: members truly overlap
+    side_by_side = ensemble.probabilities(titles)
+    np.testing.assert_array_equal(side_by_side, one_by_one)
+    for ours, theirs in zip(ensemble.top_k(titles, 3), top_one_by_one, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    # ... and both are the members' own probabilities, tempered and weighted in order.
+    parts = [member.probabilities(titles) for member in ensemble.members]
+    np.testing.assert_array_equal(
+        one_by_one, combine(parts, ensemble.weights, ensemble.temperatures))
+    assert top_one_by_one[2].tolist() == ensemble.members[0].known_words(titles).tolist()
+
+
+def test_titles_are_normalized_once_per_batch(pipeline, every_kind, tmp_path, monkeypatch):
+    ensemble = four_member_ensemble(pipeline, tmp_path / "ensemble")
+    calls = []
+    original = classifier_module.normalize
+
+    def counted(titles, settings):
+        calls.append(len(titles))
+        return original(titles, settings)
+
+    monkeypatch.setattr(classifier_module, "normalize", counted)
+    ensemble.top_k(titles_of(pipeline, 50), 3)
+    assert calls == [50]
+
+
+def test_a_member_of_weight_zero_is_neither_stored_nor_loaded(repository, tmp_path,
+                                                              monkeypatch):
+    # The greedy selection gives fastText no share: it has no place in the bundle.
+    monkeypatch.setattr(ensemble_stage, "select_weights",
+                        lambda parts, *_: [1] + [0] * (len(parts) - 1))
+    result = build(repository, tmp_path)
+    assert result.weights == {"mlp": 1.0, "fasttext": 0.0}
+    assert sorted(path.name for path in (tmp_path / "ensemble/members").iterdir()) == ["mlp"]
+    config = read_json(tmp_path / "ensemble/config.json")
+    assert [member["name"] for member in config["members"]] == ["mlp"]
+    # A bundle whose config still lists one (written by hand, or by an older version): its
+    # directory is not even looked at.
+    config["members"].append({"name": "fasttext", "weight": 0.0, "temperature": 1.0})
+    write_json(tmp_path / "ensemble/config.json", config)
+    opened = []
+    original = load_classifier
+
+    def load(directory, *args):
+        opened.append(directory.name)
+        return original(directory, *args)
+
+    monkeypatch.setattr("meli.bundles.load.load_classifier", load)
+    ensemble = load(tmp_path / "ensemble")
+    assert opened == ["ensemble", "mlp"] and len(ensemble.members) == 1
+    config["members"][0]["weight"] = 0
+    write_json(tmp_path / "ensemble/config.json", config)
+    with pytest.raises(MeliError, match="no member has a weight above 0"):
+        load_classifier(tmp_path / "ensemble")
+
+
+def uncached_normalize(titles, settings):
+    """Normalization as Arrow's regular expressions alone do it (compiled on every call)."""
+    text = pc.fill_null(pa.array(list(titles), pa.string()) if isinstance(titles, list)
+                        else titles, "")
+    text = pc.utf8_lower(text) if settings.lowercase else text
+    text = pc.replace_substring_regex(pc.utf8_normalize(text, "NFKD"), r"\p{Mn}+", "")
+    text = pc.replace_substring_regex(text, r"\d", "0")
+    text = pc.replace_substring_regex(text, r"([^\p{L}\p{N}\s])", " ")
+    text = pc.replace_substring_regex(text, _WHITESPACE, " ")
+    return pc.utf8_trim_whitespace(text)
+
+
+def test_short_batches_score_as_without_the_caches(pipeline, every_kind, tmp_path,
+                                                   monkeypatch):
+    """The cached normalization and word lookups change no figure: a short batch (what the
+    server scores) through every kind of bundle gives the probabilities it gives when every call
+    compiles its patterns and builds Arrow's lookup table again. fastText's probabilities are
+    computed from its matrices now (see bundles/fasttext.py): within 1e-6 of its own predict,
+    with the same best category."""
+    titles = pa.array(["Zapatillas Nike Air-Max Talle 42", "Funda Silicona iPhone 11 (azul)",
+                       "CAMIÓN de juguete ñandú", "", "xyzzy"])
+    bundles = {name: load_classifier(f"models/{name}") for name in KINDS}
+    bundles["ensemble"] = four_member_ensemble(pipeline, tmp_path / "ensemble")
+    assert bundles["mlp"].normalization.digits == "zero"  # what uncached_normalize does
+    now = {name: bundle.probabilities(titles) for name, bundle in bundles.items()}
+    known = {name: bundle.known_words(titles) for name, bundle in bundles.items()}
+    monkeypatch.setattr(classifier_module, "normalize", uncached_normalize)
+    monkeypatch.setattr(vocabulary_module.WordIndex, "__call__", lambda self, words: pc.fill_null(
+        pc.index_in(words, value_set=pa.array(self.words)), -1).to_numpy().astype(np.int64))
+    fasttext = bundles["fasttext"]
+    fasttext._averaged = None  # fastText's own predict
+    for name, bundle in bundles.items():
+        before = bundle.probabilities(titles)
+        assert bundle.known_words(titles).tolist() == known[name].tolist(), name
+        if name in ("fasttext", "ensemble"):
+            np.testing.assert_allclose(now[name], before, rtol=0, atol=1e-6, err_msg=name)
+            assert (now[name].argmax(axis=1) == before.argmax(axis=1)).all(), name
+        else:
+            np.testing.assert_array_equal(now[name], before, err_msg=name)

@@ -5,11 +5,20 @@ weight and temperature), the labels and normalization files every bundle has, an
 each member's own bundle under `members/<name>/`, so that it is as self-contained as any other
 bundle: `meli predict --model models/ensemble` needs nothing else. A member's probabilities are
 first sharpened or softened by its temperature (p ** (1 / T), renormalized), then weighted.
+
+Scoring a batch: the titles are normalized once for every member that normalizes as the
+ensemble does (all of them, when the pipeline made them), and the members are scored side by
+side on a pool of threads, one per core (PyTorch, NumPy and SciPy release the GIL while they
+compute). Each member's figures are its own whatever runs beside it, and they are summed in the
+members' order, so the result is the same, bit for bit, as scoring them one after the other.
+A member of weight 0 is never loaded (the ensemble stage does not even store it).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from meli.bundles.bundle import CONFIG_FILE
-from meli.bundles.classifier import Classifier
+from meli.bundles.classifier import Classifier, as_array, top_k_of
 from meli.errors import MeliError
 from meli.params import TextParams
 
@@ -25,13 +34,17 @@ MEMBERS_DIR = "members"
 
 
 def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): T > 1 softens, T < 1 sharpens; rows still sum to 1."""
+    """softmax(log p / T): T > 1 softens, T < 1 sharpens; rows still sum to 1. In float32, in
+    one array beside the input."""
     if temperature == 1.0:
         return probabilities
-    logits = np.log(np.maximum(probabilities, 1e-12)) / temperature
+    logits = np.maximum(probabilities, np.float32(1e-12))
+    np.log(logits, out=logits)
+    logits /= np.float32(temperature)
     logits -= logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(logits)
-    return (exponentials / exponentials.sum(axis=1, keepdims=True)).astype(np.float32)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
 
 
 def combine(parts: list[np.ndarray], weights: list[float],
@@ -40,6 +53,11 @@ def combine(parts: list[np.ndarray], weights: list[float],
     for part, weight, temperature in zip(parts, weights, temperatures, strict=True):
         total += np.float32(weight) * tempered(part, temperature)
     return total
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class EnsembleClassifier(Classifier):
@@ -54,18 +72,79 @@ class EnsembleClassifier(Classifier):
         self.weights: list[float] = []
         self.temperatures: list[float] = []
         for member in members:
-            classifier = load(directory / MEMBERS_DIR / member["name"], device, precision)
+            try:
+                name, weight = member["name"], float(member["weight"])
+                temperature = float(member["temperature"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise MeliError(f"{directory / CONFIG_FILE}: a member without a valid name, "
+                                f"weight and temperature ({error!r})") from None
+            if not weight > 0:  # it adds nothing: neither loaded nor scored
+                continue
+            classifier = load(directory / MEMBERS_DIR / name, device, precision)
             if classifier.labels != labels:
-                raise MeliError(f"{directory / MEMBERS_DIR / member['name']}: its categories "
+                raise MeliError(f"{directory / MEMBERS_DIR / name}: its categories "
                                 f"differ from the ensemble's")
             self.members.append(classifier)
-            self.weights.append(float(member["weight"]))
-            self.temperatures.append(float(member["temperature"]))
+            self.weights.append(weight)
+            self.temperatures.append(temperature)
+        if not self.members:
+            raise MeliError(f"{directory / CONFIG_FILE}: no member has a weight above 0")
+        # The members that normalize as the ensemble does take the texts it normalized.
+        self.shares_normalization = [member.normalization == normalization
+                                     for member in self.members]
+        self._scorers = [member.taking_normalized() if shared else member
+                         for member, shared in zip(self.members, self.shares_normalization,
+                                                   strict=True)]
+        self.leader = int(np.argmax(self.weights))  # whose known words the ensemble reports
+        self.threads = min(len(self.members), cores())
+        self._pool: ThreadPoolExecutor | None = None
 
     def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
-        parts = [member.probabilities(titles, batch_size) for member in self.members]
-        return combine(parts, self.weights, self.temperatures)
+        titles = as_array(titles)
+        return self._scored(titles, self._normalized(titles), batch_size)[0]
 
     def known_words(self, titles: list[str] | pa.Array) -> np.ndarray:
         # The words of the member that weighs most: what the ensemble leans on.
-        return self.members[int(np.argmax(self.weights))].known_words(titles)
+        return self.members[self.leader].known_words(titles)
+
+    def _top_k_batch(self, titles: pa.Array, k: int) -> tuple[np.ndarray, ...]:
+        probabilities, known = self._scored(titles, self._normalized(titles), 2048,
+                                            with_known_words=True)
+        indices, values = top_k_of(probabilities, k)
+        return indices, values, known
+
+    def _normalized(self, titles: pa.Array) -> pa.Array | None:
+        return self.normalize(titles) if any(self.shares_normalization) else None
+
+    def _scored(self, titles: pa.Array, texts: pa.Array | None, batch_size: int,
+                with_known_words: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The weighted sum of the members' tempered probabilities (and the leading member's
+        known words), the members scored side by side when there are threads for it."""
+
+        def weighted(index: int) -> np.ndarray:
+            member = self._scorers[index]
+            part = member.probabilities(texts if self.shares_normalization[index] else titles,
+                                        batch_size)
+            part = tempered(part, self.temperatures[index])
+            part *= np.float32(self.weights[index])  # a fresh array: the member's or tempered's
+            return part
+
+        def known_words() -> np.ndarray:
+            shared = self.shares_normalization[self.leader]
+            return self._scorers[self.leader].known_words(texts if shared else titles)
+
+        tasks: list[Callable[[], np.ndarray]] = [
+            (lambda index=index: weighted(index)) for index in range(len(self.members))]
+        if with_known_words:
+            tasks.append(known_words)
+        if self.threads > 1 and len(titles) > 0:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="meli-ensemble")
+            results = [future.result() for future in
+                       [self._pool.submit(task) for task in tasks]]
+        else:
+            results = [task() for task in tasks]
+        total = np.zeros_like(results[0])
+        for part in results[:len(self.members)]:  # in the members' order, whatever finished first
+            total += part
+        return total, (results[-1] if with_known_words else None)
