@@ -51,7 +51,7 @@ from meli.layout import (
     train_results_dir,
 )
 from meli.models import names
-from meli.params import EnsembleParams, load_params
+from meli.params import EnsembleParams, TextParams, load_params
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,17 @@ def select_weights(parts: list[np.ndarray], labels: np.ndarray, num_classes: int
     return best_counts
 
 
+def prepared_normalization(prepared_dir: Path) -> TextParams:
+    return TextParams(**read_json(prepared_dir / NORMALIZATION_FILE))
+
+
 def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
                    metrics_path: Path) -> EnsembleResult:
     labels = read_json(prepared_dir / LABELS_FILE)
     validation_path = split_path(prepared_dir, "validation")
     if not validation_path.exists():
         raise MeliError(f"{validation_path}: not found; run the prepare stage first")
-    validation = pq.read_table(validation_path, columns=["title", "label"])
+    validation = pq.read_table(validation_path, columns=["title", "text", "label"])
     if len(validation) == 0:
         raise MeliError(f"{validation_path}: the validation split is empty; an ensemble is "
                         f"chosen on it")
@@ -119,6 +123,8 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
                                                        replace=False))
         validation = validation.take(rows)
     truth = validation.column("label").to_numpy().astype(np.int64)
+    # prepare stored each title normalized: members that normalize alike score that text.
+    normalization = prepared_normalization(prepared_dir)
     known = (*names(), FASTTEXT_ARCHITECTURE, LINEAR_ARCHITECTURE)
     for name in params.members:
         if name not in known:
@@ -134,7 +140,10 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
         if classifier.labels != labels:
             raise MeliError(f"{directory}: ensemble member '{name}' was trained on other data "
                             f"(its categories differ from {prepared_dir}'s); rerun `dvc repro`")
-        parts.append(classifier.probabilities(validation.column("title")))
+        if classifier.normalization == normalization:
+            parts.append(classifier.taking_normalized().probabilities(validation.column("text")))
+        else:
+            parts.append(classifier.probabilities(validation.column("title")))
         members.append(name)
         log.info("ensemble: %s scored %d validation titles", name, len(truth))
     temperatures = [fit_temperature(part, truth) if params.temperature else 1.0
