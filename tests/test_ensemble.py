@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from meli.bundles import classifier as classifier_module
+from meli.bundles import ensemble as ensemble_module
 from meli.bundles import metrics
 from meli.bundles.ensemble import EnsembleClassifier, combine, tempered
 from meli.bundles.load import load_classifier
@@ -151,7 +152,8 @@ def titles_of(pipeline, count):
     return table.column("title").combine_chunks().slice(0, count)
 
 
-def test_parallel_scoring_gives_exactly_the_sequential_figures(pipeline, every_kind, tmp_path):
+def test_parallel_scoring_gives_exactly_the_sequential_figures(pipeline, every_kind, tmp_path,
+                                                              monkeypatch):
     ensemble = four_member_ensemble(pipeline, tmp_path / "ensemble")
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.members) == 4
     titles = titles_of(pipeline, 300)
@@ -168,6 +170,12 @@ def test_parallel_scoring_gives_exactly_the_sequential_figures(pipeline, every_k
     np.testing.assert_array_equal(
         one_by_one, combine(parts, ensemble.weights, ensemble.temperatures))
     assert top_one_by_one[2].tolist() == ensemble.members[0].known_words(titles).tolist()
+    # More titles than a batch: scored a batch at a time, the same figures (to the last bits a
+    # PyTorch model's batch composition may move).
+    monkeypatch.setattr(ensemble_module, "ENSEMBLE_BATCH", 64)
+    in_batches = ensemble.probabilities(titles)
+    np.testing.assert_allclose(in_batches, one_by_one, rtol=0, atol=1e-6)
+    assert (in_batches.argmax(axis=1) == one_by_one.argmax(axis=1)).all()
 
 
 def test_titles_are_normalized_once_per_batch(pipeline, every_kind, tmp_path, monkeypatch):
