@@ -84,10 +84,11 @@ def _without_combining_marks(text: pa.Array) -> pa.Array:
     lead = data == 0xCC
     lead[:-1] |= (data[:-1] == 0xCD) & (data[1:] <= 0xAF)
     if lead.any():
-        mark = lead.copy()
-        mark[1:] |= lead[:-1]
-        kept = np.concatenate([[0], np.cumsum(~mark)])
-        text = _string_array(text.type, data[~mark], kept[offsets])
+        marks = np.flatnonzero(lead)
+        marks = np.concatenate([marks, marks + 1])
+        marks.sort()
+        text = _string_array(text.type, np.delete(data, marks),
+                             offsets - np.searchsorted(marks, offsets))
     ascii_only = pc.string_is_ascii(text)
     if ascii_only.false_count == 0:
         return text
@@ -114,10 +115,10 @@ def _punctuation_replaced(text: pa.Array, split: bool) -> pa.Array:
         punctuation = _ASCII_PUNCTUATION[data]
         if not split:
             return np.where(punctuation, np.uint8(0x20), data), offsets
-        ends = np.cumsum(np.where(punctuation, 3, 1))
-        spread = np.full(int(ends[-1]) if len(ends) else 0, 0x20, dtype=np.uint8)
-        spread[ends - 1 - punctuation] = data
-        return spread, np.concatenate([[0], ends])[offsets]
+        # A space before and after each: a text's offsets move by two per mark before them.
+        marks = np.flatnonzero(punctuation)
+        spread = np.insert(data, np.concatenate([marks, marks + 1]), np.uint8(0x20))
+        return spread, offsets + 2 * np.searchsorted(marks, offsets)
 
     return _ascii_by_bytes(text, on_bytes, _PUNCTUATION, r" \1 " if split else " ")
 
@@ -131,9 +132,11 @@ def _whitespace_collapsed(text: pa.Array) -> pa.Array:
         follows = np.zeros_like(space)
         follows[1:] = space[:-1]
         follows[offsets[:-1][offsets[:-1] < len(data)]] = False
-        kept = ~(space & follows)
-        counts = np.concatenate([[0], np.cumsum(kept)])
-        return np.where(space, np.uint8(0x20), data)[kept], counts[offsets]
+        dropped = np.flatnonzero(space & follows)
+        other = space & (data != 0x20)
+        if other.any():
+            data = np.where(other, np.uint8(0x20), data)
+        return np.delete(data, dropped), offsets - np.searchsorted(dropped, offsets)
 
     return _ascii_by_bytes(text, on_bytes, _WHITESPACE, " ")
 
