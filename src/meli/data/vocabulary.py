@@ -69,8 +69,8 @@ class Vocabulary:
         """`encode`, plus each text's number of words before truncation."""
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
-        lists = pc.utf8_split_whitespace(pc.fill_null(texts, ""))
-        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+        lists = pc.utf8_split_whitespace(pc.fill_null(texts, "") if texts.null_count else texts)
+        lengths = pc.list_value_length(lists).to_numpy().astype(np.int64)
         flat = pc.list_flatten(lists)
         positions = self._index(flat)
         ids = np.where(positions < 0, UNKNOWN, positions + 2).astype(np.int32)
