@@ -32,9 +32,15 @@ from meli.errors import MeliError
 from meli.params import TextParams
 
 MEMBERS_DIR = "members"
-# Titles the members score at a time: every member's probabilities of a batch are held at once
-# (632 categories: 10 MB a member for 4,096 titles), whatever size of block the caller hands over.
-ENSEMBLE_BATCH = 4096
+# Titles the members score at a time, whatever size of block the caller hands over: every
+# member's probabilities of a batch are held at once, and two members work side by side (each
+# with its own working memory). Measured with `meli predict` on 105,000 real-sample titles
+# (benchmarks/predict_speed.py): peak memory 1.02 GB with 4,096 titles a batch and each member's
+# own batches of 2,048, 0.80 GB with 2,048 and 1,024, at the same speed.
+ENSEMBLE_BATCH = 2048
+# The batch size each member is given for its own work (a PyTorch model's forward pass, the linear
+# model's pieces): PyTorch's inference batch, since the members already run side by side.
+MEMBER_BATCH = 1024
 
 
 def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -106,7 +112,8 @@ class EnsembleClassifier(Classifier):
         # finish together.
         self._seconds = [0.0] * len(self.members)
 
-    def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
+    def probabilities(self, titles: list[str] | pa.Array,
+                      batch_size: int = MEMBER_BATCH) -> np.ndarray:
         titles = as_array(titles)
         if len(titles) <= ENSEMBLE_BATCH:
             return self._scored(titles, self._normalized(titles), batch_size)[0]
@@ -118,15 +125,15 @@ class EnsembleClassifier(Classifier):
         return result
 
     def top_k(self, titles: list[str] | pa.Array, k: int = 3,
-              batch_size: int = ENSEMBLE_BATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return super().top_k(titles, k, batch_size)
+              batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return super().top_k(titles, k, batch_size or ENSEMBLE_BATCH)
 
     def known_words(self, titles: list[str] | pa.Array) -> np.ndarray:
         # The words of the member that weighs most: what the ensemble leans on.
         return self.members[self.leader].known_words(titles)
 
     def _top_k_batch(self, titles: pa.Array, k: int) -> tuple[np.ndarray, ...]:
-        probabilities, known = self._scored(titles, self._normalized(titles), 2048,
+        probabilities, known = self._scored(titles, self._normalized(titles), MEMBER_BATCH,
                                             with_known_words=True)
         indices, values = top_k_of(probabilities, k)
         return indices, values, known
