@@ -8,9 +8,8 @@ the validation and test balanced accuracy of every model (MLP, CNN, RNN, the fas
 the TF-IDF linear model and the ensemble), each PyTorch model's training throughput, each
 bundle's size on disk (its files' bytes in MB of 2^20, as `du -sh` counts them), and prediction
 throughput through the same code as `meli predict` (titles normalized, featurized, classified,
-top 3 chosen). Targets
-(issue 18): the linear model above the CNN on validation, the ensemble >= 0.952 on test, the
-whole pipeline <= 6 minutes on 2 CPU cores.
+top 3 chosen). Targets (issue 18): the linear model above the CNN on validation, the ensemble
+>= 0.952 on test, the whole pipeline <= 6 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
