@@ -261,3 +261,57 @@ def test_short_batches_score_as_without_the_caches(pipeline, every_kind, tmp_pat
             assert (now[name].argmax(axis=1) == before.argmax(axis=1)).all(), name
         else:
             np.testing.assert_array_equal(now[name], before, err_msg=name)
+
+
+def test_a_short_batch_pays_no_per_call_setup(pipeline, every_kind, tmp_path, monkeypatch):
+    """What made a short batch cost about 5 ms a member is gone, checked by structure rather
+    than by a clock: once a bundle has scored its first batch, scoring another short batch
+    compiles no regular expression (Arrow compiles one on every call), builds no Arrow lookup
+    table of a vocabulary (`index_in` does on every call), rebuilds no word dict, and starts no
+    new thread pool, through every kind of member of the ensemble."""
+    ensemble = four_member_ensemble(pipeline, tmp_path / "ensemble")
+    first = pa.array(["Zapatillas Nike Air-Max Talle 42", "CAMIÓN de juguete ñandú"])
+    ensemble.top_k(first, 3)  # the first call builds what is built once
+    indexes = [index for index in _word_indexes(ensemble) if index._positions is not None]
+    assert len(indexes) == 3  # the MLP's, the RNN's and fastText's word lists
+    built = [index._positions for index in indexes]
+    calls = []
+
+    def counted(name):
+        original = getattr(pc, name)
+
+        def call(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    for name in ("replace_substring_regex", "match_substring_regex", "extract_regex",
+                 "split_pattern_regex", "index_in"):
+        monkeypatch.setattr(pc, name, counted(name))
+    pools = []
+    monkeypatch.setattr(ensemble_module, "ThreadPoolExecutor",
+                        lambda *args, **kwargs: pools.append(args))
+    another = pa.array(["Funda Silicona iPhone 11 (azul)", "Camión Volcador Grande",
+                        "Notebook Lenovo 15.6 8gb Ram"])
+    for _ in range(3):
+        probabilities = ensemble.probabilities(another)
+        indices, _, _ = ensemble.top_k(another, 3)
+    assert calls == [] and pools == []
+    assert all(now is then for now, then in zip(
+        [index._positions for index in indexes], built, strict=True))
+    # ... and still the figures: the best category is the one the probabilities say.
+    np.testing.assert_array_equal(indices[:, 0], probabilities.argmax(axis=1))
+
+
+def _word_indexes(ensemble):
+    """The word lookups of an ensemble's members (PyTorch vocabularies, fastText's words)."""
+    indexes = []
+    for member in ensemble.members:
+        vocabulary = getattr(member, "vocabulary", None)
+        if vocabulary is not None:
+            indexes.append(vocabulary._index)
+        averaged = getattr(member, "_averaged", None)
+        if averaged is not None:
+            indexes.append(averaged.words)
+    return indexes
