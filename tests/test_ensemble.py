@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ from meli.bundles import ensemble as ensemble_module
 from meli.bundles import metrics
 from meli.bundles.ensemble import EnsembleClassifier, combine, tempered
 from meli.bundles.load import load_classifier
+from meli.cli import main
 from meli.data import vocabulary as vocabulary_module
 from meli.data.text import _WHITESPACE
 from meli.errors import MeliError
@@ -315,3 +317,59 @@ def _word_indexes(ensemble):
         if averaged is not None:
             indexes.append(averaged.words)
     return indexes
+
+
+def test_the_bundle_stores_no_file_twice_and_needs_nothing_else(pipeline, every_kind, tmp_path,
+                                                                monkeypatch):
+    """The compact bundle: the members' labels, normalization and common vocabulary are stored
+    once, at the ensemble's root; moved away from models/, `meli predict` gives the same file,
+    byte for byte, as an ensemble holding full copies of its members (the earlier layout)."""
+    four_member_ensemble(pipeline, tmp_path / "compact")
+    compact = tmp_path / "compact"
+    stored = [path for path in compact.rglob("*") if path.is_file()]
+    assert max(Counter(path.read_bytes() for path in stored).values()) == 1
+    assert sorted(path.name for path in compact.iterdir() if path.is_file()) == [
+        "config.json", "labels.json", "normalization.json", "vocab.txt"]
+    config = read_json(compact / "config.json")
+    shared = {member["name"]: member["shared"] for member in config["members"]}
+    assert shared == {"mlp": ["labels.json", "normalization.json", "vocab.txt"],
+                      "rnn": ["labels.json", "normalization.json", "vocab.txt"],
+                      "fasttext": ["labels.json", "normalization.json"],
+                      "linear": ["labels.json", "normalization.json"]}
+    # The earlier layout: every member's bundle copied whole.
+    full = tmp_path / "full"
+    for member in config["members"]:
+        shutil.copytree(every_kind / "models" / member["name"], full / "members" / member["name"])
+        del member["shared"]
+    for name in ("labels.json", "normalization.json"):
+        shutil.copyfile(compact / name, full / name)
+    write_json(full / "config.json", config)
+    # Saved: the four members' labels and normalization, one of the two copies of the PyTorch
+    # members' vocabulary; less the lists of shared files in config.json.
+    saved = sum(path.stat().st_size for path in full.rglob("*") if path.is_file()) - sum(
+        path.stat().st_size for path in stored)
+    vocabulary = (compact / "vocab.txt").stat().st_size
+    assert saved == sum((compact / name).stat().st_size for name in ("labels.json",
+                        "normalization.json")) * 4 + vocabulary - (
+        (compact / "config.json").stat().st_size - (full / "config.json").stat().st_size)
+    # Needs nothing else: run from a directory without models/.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(compact, elsewhere / "ensemble")
+    monkeypatch.chdir(elsewhere)
+    titles = elsewhere / "titles.txt"
+    titles.write_text("\n".join(titles_of(pipeline, 200).to_pylist()) + "\n", encoding="utf-8")
+    for bundle, output in ((elsewhere / "ensemble", "compact.csv"), (full, "full.csv")):
+        assert main(["predict", "--model", str(bundle), "--input", str(titles),
+                     "--output", output]) == 0
+    assert (elsewhere / "compact.csv").read_bytes() == (elsewhere / "full.csv").read_bytes()
+    assert len((elsewhere / "compact.csv").read_text().splitlines()) == 201
+    # A shared file that went missing, or a share the config invents: one line naming it.
+    (elsewhere / "ensemble" / "vocab.txt").unlink()
+    with pytest.raises(MeliError, match=r"incomplete bundle, vocab.txt \(shared by member "
+                                        r"'mlp'\) is missing"):
+        load_classifier(elsewhere / "ensemble")
+    config = read_json(elsewhere / "ensemble" / "config.json")
+    config["members"][0]["shared"] = ["weights.pt"]
+    write_json(elsewhere / "ensemble" / "config.json", config)
+    with pytest.raises(MeliError, match=r"config.json: member 'mlp' shares \['weights.pt'\]"):
+        load_classifier(elsewhere / "ensemble")

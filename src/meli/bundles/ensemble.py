@@ -1,10 +1,16 @@
 """An ensemble bundle: member bundles whose probabilities are averaged with weights.
 
 `models/ensemble/` holds `config.json` (architecture "ensemble", and per member its name,
-weight and temperature), the labels and normalization files every bundle has, and a copy of
-each member's own bundle under `members/<name>/`, so that it is as self-contained as any other
-bundle: `meli predict --model models/ensemble` needs nothing else. A member's probabilities are
-first sharpened or softened by its temperature (p ** (1 / T), renormalized), then weighted.
+weight, temperature and the files it shares), the labels and normalization files every bundle
+has, and each member's own bundle under `members/<name>/`, so that it is as self-contained as any
+other bundle: `meli predict --model models/ensemble` needs nothing else. A member's
+probabilities are first sharpened or softened by its temperature (p ** (1 / T), renormalized),
+then weighted.
+
+No file is stored twice: a member's labels.json, normalization.json and vocab.txt that are the
+same bytes as the file of that name at the ensemble's root are left out of its directory (the
+member's `shared` list names them; the ensemble stage writes the PyTorch members' common
+vocabulary at the root), and a member of weight 0 is not stored at all.
 
 Scoring a batch: the titles are normalized once for every member that normalizes as the
 ensemble does (all of them, when the pipeline made them), and the members are scored side by
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from meli.bundles.bundle import CONFIG_FILE
+from meli.bundles.bundle import CONFIG_FILE, SHAREABLE_FILES
 from meli.bundles.classifier import Classifier, as_array, top_k_of
 from meli.errors import MeliError
 from meli.params import TextParams
@@ -65,6 +71,20 @@ def combine(parts: list[np.ndarray], weights: list[float],
     return total
 
 
+def shared_files(directory: Path, member: dict[str, Any]) -> dict[str, Path]:
+    """The member's files stored at the ensemble's root, by name (none in a bundle written
+    before members shared files)."""
+    names = member.get("shared", [])
+    if not isinstance(names, list) or not set(names) <= set(SHAREABLE_FILES):
+        raise MeliError(f"{directory / CONFIG_FILE}: member {member['name']!r} shares "
+                        f"{names!r}; only {', '.join(SHAREABLE_FILES)} can be shared")
+    for name in names:
+        if not (directory / name).is_file():
+            raise MeliError(f"{directory}: incomplete bundle, {name} (shared by member "
+                            f"{member['name']!r}) is missing")
+    return {name: directory / name for name in names}
+
+
 def cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -90,7 +110,8 @@ class EnsembleClassifier(Classifier):
                                 f"weight and temperature ({error!r})") from None
             if not weight > 0:  # it adds nothing: neither loaded nor scored
                 continue
-            classifier = load(directory / MEMBERS_DIR / name, device, precision)
+            classifier = load(directory / MEMBERS_DIR / name, device, precision,
+                              shared_files(directory, member))
             if classifier.labels != labels:
                 raise MeliError(f"{directory / MEMBERS_DIR / name}: its categories "
                                 f"differ from the ensemble's")

@@ -19,10 +19,12 @@ Run by dvc.yaml as `python -m meli.stages.ensemble`; reads the `ensemble` sectio
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import math
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from meli.bundles.bundle import (
     FASTTEXT_ARCHITECTURE,
     FORMAT_VERSION,
     LINEAR_ARCHITECTURE,
+    SHAREABLE_FILES,
     read_bundle,
 )
 from meli.bundles.ensemble import MEMBERS_DIR, combine, tempered
@@ -173,19 +176,47 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
 
 
 def _write_bundle(output_dir: Path, prepared_dir: Path, result: EnsembleResult) -> None:
+    """The ensemble's bundle: its members of weight above 0, no file stored twice (see
+    meli.bundles.ensemble)."""
     kept = [name for name, weight in result.weights.items() if weight > 0]
     with atomic_directory(output_dir) as partial:
-        for name in kept:
-            shutil.copytree(bundle_dir(name), partial / MEMBERS_DIR / name)
         shutil.copyfile(prepared_dir / LABELS_FILE, partial / LABELS_FILE)
         shutil.copyfile(prepared_dir / NORMALIZATION_FILE, partial / NORMALIZATION_FILE)
+        for name in SHAREABLE_FILES:
+            _store_common_file(partial, [bundle_dir(member) / name for member in kept])
+        shared = {member: [name for name in SHAREABLE_FILES
+                           if (partial / name).is_file() and (bundle_dir(member) / name).is_file()
+                           and filecmp.cmp(partial / name, bundle_dir(member) / name,
+                                           shallow=False)]
+                  for member in kept}
+        for member in kept:
+            _copy_bundle(bundle_dir(member), partial / MEMBERS_DIR / member, shared[member])
         write_json(partial / CONFIG_FILE, {
             "format_version": FORMAT_VERSION, "architecture": ENSEMBLE_ARCHITECTURE,
             "members": [{"name": name, "weight": result.weights[name],
                          "temperature": result.temperatures[name],
                          "architecture": read_bundle(bundle_dir(name)).architecture
-                         or FASTTEXT_ARCHITECTURE} for name in kept],
+                         or FASTTEXT_ARCHITECTURE, "shared": shared[name]} for name in kept],
             "validation_balanced_accuracy": result.validation_balanced_accuracy})
+
+
+def _store_common_file(directory: Path, copies: list[Path]) -> None:
+    """Stores at `directory`, unless it holds a file of that name already, the bytes that two
+    or more of `copies` (files of one name) hold alike, the most common if there are several:
+    the members that hold them leave out their own copy."""
+    if not copies or (directory / copies[0].name).exists():
+        return
+    contents = Counter(copy.read_bytes() for copy in copies if copy.is_file())
+    if contents:
+        content, count = contents.most_common(1)[0]
+        if count >= 2:
+            (directory / copies[0].name).write_bytes(content)
+
+
+def _copy_bundle(source: Path, target: Path, leave_out: list[str]) -> None:
+    """A copy of a member's bundle without the files of `leave_out` (at its top level)."""
+    shutil.copytree(source, target, ignore=lambda folder, _: leave_out
+                    if Path(folder) == source else [])
 
 
 def main(argv: list[str] | None = None) -> int:
