@@ -75,7 +75,7 @@ def shared_files(directory: Path, member: dict[str, Any]) -> dict[str, Path]:
     """The member's files stored at the ensemble's root, by name (none in a bundle written
     before members shared files)."""
     names = member.get("shared", [])
-    if not isinstance(names, list) or not set(names) <= set(SHAREABLE_FILES):
+    if not isinstance(names, list) or any(name not in SHAREABLE_FILES for name in names):
         raise MeliError(f"{directory / CONFIG_FILE}: member {member['name']!r} shares "
                         f"{names!r}; only {', '.join(SHAREABLE_FILES)} can be shared")
     for name in names:
