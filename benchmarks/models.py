@@ -5,10 +5,11 @@
 Builds a temporary git + DVC repository of this project with `data.source` pointing at the real
 sample, runs every stage with `dvc repro -s <stage>` in pipeline order (timing each), then prints
 the validation and test balanced accuracy of every model (MLP, CNN, RNN, the fastText baseline,
-the TF-IDF linear model and the ensemble), each PyTorch model's training throughput, and
-prediction throughput through the same code as `meli predict` (titles normalized, featurized,
-classified, top 3 chosen). Targets (issue 18): the linear model above the CNN on validation, the
-ensemble >= 0.952 on test, the whole pipeline <= 6 minutes on 2 CPU cores.
+the TF-IDF linear model and the ensemble), each PyTorch model's training throughput, each
+bundle's size on disk (its files' bytes in MB of 2^20, as `du -sh` counts them), and prediction
+throughput through the same code as `meli predict` (titles normalized, featurized, classified,
+top 3 chosen). Targets (issue 18): the linear model above the CNN on validation, the ensemble
+>= 0.952 on test, the whole pipeline <= 6 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def prediction_speed(repo: Path, model: str, titles: list[str]) -> float:
     return len(titles) / (time.perf_counter() - started)
 
 
+def size_mb(bundle: Path) -> float:
+    return sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file()) / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sample", type=Path, default=REAL_SAMPLE)
@@ -70,7 +75,7 @@ def main() -> None:
         titles = pq.read_table(repo / "data/raw/titles.parquet", columns=["title"])
         titles = titles.column("title").to_pylist()
         print(f"\n{'model':<9} {'validation':>10} {'test':>8} {'train titles/s':>15} "
-              f"{'predict titles/s':>17}")
+              f"{'predict titles/s':>17} {'size MB':>8}")
         test, validation = {}, {}
         for model in MODELS:
             summary = json.loads((repo / f"results/train/{model}/metrics.json").read_text())
@@ -80,7 +85,8 @@ def main() -> None:
             speed = prediction_speed(repo, model, titles)
             trained = f"{throughput[model]:,.0f}" if model in throughput else "-"
             print(f"{model:<9} {summary['best']['validation_balanced_accuracy']:>10.4f} "
-                  f"{test[model]:>8.4f} {trained:>15} {speed:>17,.0f}")
+                  f"{test[model]:>8.4f} {trained:>15} {speed:>17,.0f} "
+                  f"{size_mb(repo / 'models' / model):>8,.1f}")
         weights = json.loads((repo / "results/train/ensemble/metrics.json").read_text())
         print(f"\nensemble test {test['ensemble']:.4f} (target >= 0.952), weights "
               + ", ".join(f"{name} {weight:.2f}" for name, weight in weights["weights"].items()))

@@ -2,6 +2,7 @@
 
     python benchmarks/serve.py --model models/cnn                 # prints a markdown table
     python benchmarks/serve.py --model models/cnn --reload-model other/cnn --duration 20
+    python benchmarks/serve.py --model models/ensemble --no-reload
 
 Measures, on one server process started here:
 - cold start: from starting `meli serve` to its first `/health` 200;
@@ -13,11 +14,16 @@ Measures, on one server process started here:
   version (`--reload-model`; by default a copy of the bundle with one config field added: a
   different version by its files, the same cost to load and to run), and how many answers each
   version gave (each answer names its version);
+  (`--no-reload` leaves these two out);
 - bad input: every kind of malformed request, each must be a 4xx with a JSON error, and the
   server must still answer afterwards;
+- the server's peak resident memory (what a replica needs);
 - for reference, once the server has stopped: the model alone, in this process, without HTTP,
   on blocks of 2,048 of the same titles with the server's thread count (what batching can at
   best reach on this machine at this moment).
+
+Targets for the ensemble (issue 26): single titles at 32 connections >= 2,000 requests/s with
+p99 <= 30 ms and no error, 256-title requests >= 12,000 titles/s.
 
 wrk runs one thread (one core) and the server the other; the titles come from
 `../shared/data/meli-es-sample.jsonl.gz` when present (`--titles` names another file), else
@@ -274,6 +280,16 @@ def model_alone(bundle: Path, titles: list[str], threads: int, seconds: float) -
     return done / (time.perf_counter() - started)
 
 
+def peak_resident_mb(pid: int) -> float:
+    """The peak resident memory of a running process (Linux's VmHWM), NaN where unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found.group(1)) / 1024 if found else float("nan")
+
+
 def new_version_of(bundle: Path, workdir: Path) -> Path:
     """A copy of the bundle with one config field added: another version by its files."""
     copy = workdir / f"{bundle.name}-v2"
@@ -305,6 +321,8 @@ def main() -> int:
                         help="concurrent connections of the 256-title runs")
     parser.add_argument("--threads", type=int, default=2, help="the server's --threads")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--no-reload", action="store_true",
+                        help="leave out the two runs with a reload mid-run")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("benchmarks/serve.py needs wrk (Debian: apt-get install wrk)")
@@ -317,7 +335,8 @@ def main() -> int:
              for start in range(0, len(titles) - 255, 256)]
     with tempfile.TemporaryDirectory(prefix="meli-serve-bench-") as temporary:
         workdir = Path(temporary)
-        reload_model = args.reload_model or new_version_of(args.model, workdir)
+        reload_model = None if args.no_reload else (
+            args.reload_model or new_version_of(args.model, workdir))
         port = free_port()
         url = f"http://{HOST}:{port}"
         log = (workdir / "serve.log").open("w")
@@ -344,14 +363,18 @@ def main() -> int:
                          args.connections, args.duration, workdir),
                 load_run(f"256 titles/request, {args.large_connections} connections", url,
                          large, 256, args.large_connections, args.duration, workdir),
-                load_run(f"1 title/request, {args.connections} connections, reload mid-run",
-                         url, single, 1, args.connections, args.duration, workdir,
-                         reload_to=reload_model),
-                load_run(f"256 titles/request, {args.large_connections} connections, reload "
-                         f"mid-run", url, large, 256, args.large_connections, args.duration,
-                         workdir, reload_to=args.model),
             ]
+            if not args.no_reload:
+                runs += [
+                    load_run(f"1 title/request, {args.connections} connections, reload mid-run",
+                             url, single, 1, args.connections, args.duration, workdir,
+                             reload_to=reload_model),
+                    load_run(f"256 titles/request, {args.large_connections} connections, "
+                             f"reload mid-run", url, large, 256, args.large_connections,
+                             args.duration, workdir, reload_to=args.model),
+                ]
             answered, total, failures = check_bad_inputs(url)
+            peak_mb = peak_resident_mb(server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -372,6 +395,7 @@ def main() -> int:
         ["bad-input requests answered 4xx with a JSON error", f"{answered} of {total}"],
         ["server still serving after them", "no" if failures and "no longer" in failures[-1]
          else "yes"],
+        ["server's peak resident memory", f"{peak_mb:,.0f} MB"],
     ]))
     alone = model_alone(args.model, titles, args.threads, min(args.duration, 5))
     print(f"\nFor reference, the model alone (in process, no HTTP, blocks of 2,048 titles, "

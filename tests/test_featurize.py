@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from meli.data.vocabulary import Vocabulary
+from meli.data.vocabulary import Vocabulary, WordIndex
 from meli.errors import MeliError
 from meli.layout import PAD, UNKNOWN, labels_path, split_path, tokens_path
 from meli.params import FeaturizeParams, PrepareParams
@@ -124,6 +124,23 @@ def test_unknown_words_and_empty_text():
         [UNKNOWN, PAD, PAD, PAD, PAD],
         [3, 2, UNKNOWN, PAD, PAD],
     ]
+
+
+def test_short_and_long_batches_find_the_same_ids():
+    """A batch with fewer words than the vocabulary is looked up in a dict built once, a longer
+    one by Arrow's index_in: the same ids either way, a word listed twice keeping its first."""
+    index = WordIndex(["funda", "celular", "nike", "funda", "zapatilla"])
+    words = ["nike", "funda", "x", "", "zapatilla", "celular", "Nike", "funda"]
+    short = [index(pa.array(words[start:start + 2])) for start in range(0, len(words), 2)]
+    assert np.concatenate(short).tolist() == index(pa.array(words)).tolist() == \
+        [2, 0, -1, -1, 4, 1, -1, 0]
+    vocabulary = Vocabulary([f"w{i}" for i in range(50)])
+    texts = pa.array([" ".join(f"w{(i * 7 + j) % 60}" for j in range(i % 9)) for i in range(40)])
+    whole = vocabulary.encode(texts, 6)
+    assert (np.concatenate([vocabulary.encode(texts.slice(i, 1), 6) for i in range(40)])
+            == whole).all()
+    # w56 ... w59 unknown, then w0 and w1 (ids from 2), cut at 6 words
+    assert whole[8].tolist() == [UNKNOWN] * 4 + [2, 3]
 
 
 def test_vocabulary_file_round_trips(tmp_path):

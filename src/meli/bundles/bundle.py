@@ -9,12 +9,17 @@ machine that only pulled that directory:
     vocab.txt            token ids (PyTorch models)
     labels.json          category names, position = class id
     normalization.json   the text settings titles were normalized with at training time
+
+Inside an ensemble bundle a member's labels.json, normalization.json and vocab.txt may be stored
+once for all members, at the ensemble's root (`SHAREABLE_FILES`; see meli.bundles.ensemble):
+its loader names them, and `BundleFiles.path` finds each file where it is.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,9 @@ FASTTEXT_ARCHITECTURE = "fasttext"
 LINEAR_ARCHITECTURE = "linear"
 ENSEMBLE_ARCHITECTURE = "ensemble"
 FASTTEXT_PROBABILITY_OFFSET = 1e-5  # what fastText adds to each probability before its log
+# The files an ensemble may store once for members that hold them alike: the loaders read them
+# through `BundleFiles.path`.
+SHAREABLE_FILES = (LABELS_FILE, NORMALIZATION_FILE, VOCAB_FILE)
 
 
 def write_torch_bundle(directory: str | Path, *, architecture: str, model_config: dict[str, Any],
@@ -83,24 +91,38 @@ class BundleFiles:
     config: dict[str, Any]
     labels: list[str]
     normalization: TextParams
+    # Files of the bundle stored outside its directory (an ensemble's shared files), by name.
+    elsewhere: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def architecture(self) -> Any:
         return self.config.get("architecture")
 
+    def path(self, name: str) -> Path:
+        """Where the bundle's file `name` is stored."""
+        return stored_at(self.directory, self.elsewhere, name)
 
-def read_bundle(directory: str | Path) -> BundleFiles:
+
+def stored_at(directory: Path, elsewhere: Mapping[str, Path], name: str) -> Path:
+    return elsewhere.get(name, directory / name)
+
+
+def read_bundle(directory: str | Path, elsewhere: Mapping[str, Path] | None = None) -> BundleFiles:
     """The config, labels and normalization of a bundle, checking it is complete and readable
-    by this version; the weights are left to the classifier of its architecture."""
+    by this version; the weights are left to the classifier of its architecture. `elsewhere`
+    names the bundle's files stored outside its directory (`SHAREABLE_FILES` only)."""
     directory = Path(directory)
+    elsewhere = dict(elsewhere or {})
     if not directory.is_dir():
         raise MeliError(f"{directory}: no model bundle there (run `dvc repro` or `dvc pull`)")
     try:
         config = read_json(directory / CONFIG_FILE)
-        labels = read_json(directory / LABELS_FILE)
-        normalization = read_json(directory / NORMALIZATION_FILE)
+        labels = read_json(stored_at(directory, elsewhere, LABELS_FILE))
+        normalization = read_json(stored_at(directory, elsewhere, NORMALIZATION_FILE))
     except FileNotFoundError as error:
-        raise MeliError(f"{directory}: incomplete bundle, {Path(error.filename).name} "
+        missing = Path(error.filename)
+        raise MeliError(f"{directory}: incomplete bundle, "
+                        f"{missing.name if missing.parent == directory else missing} "
                         f"is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise MeliError(f"{directory}: damaged bundle file: {error}") from None
@@ -111,9 +133,9 @@ def read_bundle(directory: str | Path) -> BundleFiles:
     try:
         settings = TextParams(**normalization)
     except TypeError:
-        raise MeliError(f"{directory / NORMALIZATION_FILE}: unknown normalization "
-                        f"settings") from None
-    return BundleFiles(directory, config, labels, settings)
+        raise MeliError(f"{stored_at(directory, elsewhere, NORMALIZATION_FILE)}: unknown "
+                        f"normalization settings") from None
+    return BundleFiles(directory, config, labels, settings, elsewhere)
 
 
 def first_line(error: BaseException) -> str:

@@ -7,6 +7,7 @@ time, so that evaluate, the baseline, `meli predict` and the server all score th
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ SCORING_CHUNK = 65_536
 class Classifier:
     """A loaded bundle: normalizes raw titles itself and returns class probabilities."""
 
+    # True for the view `taking_normalized` returns: its input is already normalized.
+    _takes_normalized = False
+
     def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
                  normalization: TextParams):
         self.directory = directory
@@ -36,7 +40,18 @@ class Classifier:
         return self.directory.name
 
     def normalize(self, titles: list[str] | pa.Array) -> pa.Array:
+        """Titles normalized with the bundle's settings (every kind of bundle normalizes its
+        input through this method)."""
+        if self._takes_normalized:
+            return as_array(titles)
         return normalize(titles, self.normalization)
+
+    def taking_normalized(self) -> Classifier:
+        """This classifier, sharing its weights, for texts already normalized with its settings:
+        the ensemble normalizes a batch once for every member that normalizes alike."""
+        view = copy.copy(self)
+        view._takes_normalized = True
+        return view
 
     def probabilities(self, titles: list[str] | pa.Array, batch_size: int = 2048) -> np.ndarray:
         """Rows of class probabilities (float32) for raw, unnormalized titles."""

@@ -4,6 +4,7 @@ import) is imported only when a bundle of that kind is opened."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from meli.bundles.bundle import (
@@ -11,21 +12,23 @@ from meli.bundles.bundle import (
     ENSEMBLE_ARCHITECTURE,
     FASTTEXT_ARCHITECTURE,
     LINEAR_ARCHITECTURE,
+    VOCAB_FILE,
     read_bundle,
 )
 from meli.bundles.classifier import Classifier
 from meli.errors import MeliError
 
 
-def load_classifier(directory: str | Path, device: str = "auto",
-                    precision: str = "auto") -> Classifier:
+def load_classifier(directory: str | Path, device: str = "auto", precision: str = "auto",
+                    elsewhere: Mapping[str, Path] | None = None) -> Classifier:
     """Load a bundle written by train, baseline, linear or ensemble, checking that it is
     complete and compatible.
 
     `device` and `precision` apply to PyTorch bundles (fastText and the linear model run on
-    the CPU, in float32).
+    the CPU, in float32). `elsewhere`: the bundle's files stored outside its directory (an
+    ensemble's member sharing them; see meli.bundles.bundle).
     """
-    files = read_bundle(directory)
+    files = read_bundle(directory, elsewhere)
     architecture = files.architecture
     arguments = (files.directory, files.config, files.labels, files.normalization)
     if architecture == FASTTEXT_ARCHITECTURE:
@@ -45,5 +48,6 @@ def load_classifier(directory: str | Path, device: str = "auto",
     if isinstance(architecture, str) and architecture in ARCHITECTURES:
         from meli.bundles.pytorch import TorchClassifier
 
-        return TorchClassifier(*arguments, device, precision)
+        return TorchClassifier(*arguments, device, precision,
+                               vocabulary_file=files.path(VOCAB_FILE))
     raise MeliError(f"{files.directory / CONFIG_FILE}: unknown architecture {architecture!r}")

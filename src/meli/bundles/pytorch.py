@@ -28,12 +28,14 @@ class TorchClassifier(Classifier):
     meli.training.device for what auto picks)."""
 
     def __init__(self, directory: Path, config: dict[str, Any], labels: list[str],
-                 normalization: TextParams, device: str = "auto", precision: str = "auto"):
+                 normalization: TextParams, device: str = "auto", precision: str = "auto",
+                 vocabulary_file: Path | None = None):
         super().__init__(directory, config, labels, normalization)
+        vocabulary_file = vocabulary_file or directory / VOCAB_FILE
         self.device = resolve_device(device)
         self.bf16 = use_bf16(precision, self.device,
                              validated_on_cpu=bool(config.get("bf16_inference")))
-        self.vocabulary = Vocabulary.load(directory / VOCAB_FILE)
+        self.vocabulary = Vocabulary.load(vocabulary_file)
         try:
             state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         except Exception as error:  # an unpickling or zip error: the file is damaged or foreign
@@ -47,7 +49,7 @@ class TorchClassifier(Classifier):
             raise MeliError(f"{directory / WEIGHTS_FILE}: weights do not match config.json: "
                             f"{first_line(error)}") from None
         if len(self.vocabulary) != config["vocabulary_size"]:
-            raise MeliError(f"{directory / VOCAB_FILE}: {len(self.vocabulary)} tokens, "
+            raise MeliError(f"{vocabulary_file}: {len(self.vocabulary)} tokens, "
                             f"config.json says {config['vocabulary_size']}")
         self.model.to(self.device).eval()
 
@@ -85,7 +87,8 @@ def _logits_by_length(model: torch.nn.Module, tokens: np.ndarray, batch_size: in
     """(row indices, logits) for batches of titles of similar length, each batch cut to its
     longest title: titles average a third of max_length, and padding is work for nothing.
     The models ignore trailing padding (training cuts batches the same way)."""
-    model.eval()
+    if model.training:  # eval() walks every module: a short batch's share of the time
+        model.eval()
     lengths = (np.asarray(tokens) != PAD).sum(axis=1)
     order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):

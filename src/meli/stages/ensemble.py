@@ -19,10 +19,12 @@ Run by dvc.yaml as `python -m meli.stages.ensemble`; reads the `ensemble` sectio
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import math
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from meli.bundles.bundle import (
     FASTTEXT_ARCHITECTURE,
     FORMAT_VERSION,
     LINEAR_ARCHITECTURE,
+    SHAREABLE_FILES,
     read_bundle,
 )
 from meli.bundles.calibration import calibrate_bundle
@@ -52,7 +55,7 @@ from meli.layout import (
     train_results_dir,
 )
 from meli.models import names
-from meli.params import EnsembleParams, load_params
+from meli.params import EnsembleParams, TextParams, load_params
 from meli.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -141,13 +144,17 @@ def select_weights(parts: list[np.ndarray], labels: np.ndarray, num_classes: int
     return best_counts
 
 
+def prepared_normalization(prepared_dir: Path) -> TextParams:
+    return TextParams(**read_json(prepared_dir / NORMALIZATION_FILE))
+
+
 def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
                    metrics_path: Path) -> EnsembleResult:
     labels = read_json(prepared_dir / LABELS_FILE)
     validation_path = split_path(prepared_dir, "validation")
     if not validation_path.exists():
         raise MeliError(f"{validation_path}: not found; run the prepare stage first")
-    validation = pq.read_table(validation_path, columns=["title", "label"])
+    validation = pq.read_table(validation_path, columns=["title", "text", "label"])
     if len(validation) == 0:
         raise MeliError(f"{validation_path}: the validation split is empty; an ensemble is "
                         f"chosen on it")
@@ -157,6 +164,8 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
                                                        replace=False))
         validation = validation.take(rows)
     truth = validation.column("label").to_numpy().astype(np.int64)
+    # prepare stored each title normalized: members that normalize alike score that text.
+    normalization = prepared_normalization(prepared_dir)
     known = (*names(), FASTTEXT_ARCHITECTURE, LINEAR_ARCHITECTURE)
     for name in params.members:
         if name not in known:
@@ -175,7 +184,10 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
         if classifier.labels != labels:
             raise MeliError(f"{directory}: ensemble member '{name}' was trained on other data "
                             f"(its categories differ from {prepared_dir}'s); rerun `dvc repro`")
-        parts.append(classifier.probabilities(validation.column("title")))
+        if classifier.normalization == normalization:
+            parts.append(classifier.taking_normalized().probabilities(validation.column("text")))
+        else:
+            parts.append(classifier.probabilities(validation.column("title")))
         members.append(name)
         log.info("ensemble: %s scored %d validation titles", name, len(truth))
     # Each member's probabilities replaced by their tempered copy one at a time: the two
@@ -215,19 +227,47 @@ def build_ensemble(params: EnsembleParams, prepared_dir: Path, output_dir: Path,
 
 
 def _write_bundle(output_dir: Path, prepared_dir: Path, result: EnsembleResult) -> None:
+    """The ensemble's bundle: its members of weight above 0, no file stored twice (see
+    meli.bundles.ensemble)."""
     kept = [name for name, weight in result.weights.items() if weight > 0]
     with atomic_directory(output_dir) as partial:
-        for name in kept:
-            shutil.copytree(bundle_dir(name), partial / MEMBERS_DIR / name)
         shutil.copyfile(prepared_dir / LABELS_FILE, partial / LABELS_FILE)
         shutil.copyfile(prepared_dir / NORMALIZATION_FILE, partial / NORMALIZATION_FILE)
+        for name in SHAREABLE_FILES:
+            _store_common_file(partial, [bundle_dir(member) / name for member in kept])
+        shared = {member: [name for name in SHAREABLE_FILES
+                           if (partial / name).is_file() and (bundle_dir(member) / name).is_file()
+                           and filecmp.cmp(partial / name, bundle_dir(member) / name,
+                                           shallow=False)]
+                  for member in kept}
+        for member in kept:
+            _copy_bundle(bundle_dir(member), partial / MEMBERS_DIR / member, shared[member])
         write_json(partial / CONFIG_FILE, {
             "format_version": FORMAT_VERSION, "architecture": ENSEMBLE_ARCHITECTURE,
             "members": [{"name": name, "weight": result.weights[name],
                          "temperature": result.temperatures[name],
                          "architecture": read_bundle(bundle_dir(name)).architecture
-                         or FASTTEXT_ARCHITECTURE} for name in kept],
+                         or FASTTEXT_ARCHITECTURE, "shared": shared[name]} for name in kept],
             "validation_balanced_accuracy": result.validation_balanced_accuracy})
+
+
+def _store_common_file(directory: Path, copies: list[Path]) -> None:
+    """Stores at `directory`, unless it holds a file of that name already, the bytes that two
+    or more of `copies` (files of one name) hold alike, the most common if there are several:
+    the members that hold them leave out their own copy."""
+    if not copies or (directory / copies[0].name).exists():
+        return
+    contents = Counter(copy.read_bytes() for copy in copies if copy.is_file())
+    if contents:
+        content, count = contents.most_common(1)[0]
+        if count >= 2:
+            (directory / copies[0].name).write_bytes(content)
+
+
+def _copy_bundle(source: Path, target: Path, leave_out: list[str]) -> None:
+    """A copy of a member's bundle without the files of `leave_out` (at its top level)."""
+    shutil.copytree(source, target, ignore=lambda folder, _: leave_out
+                    if Path(folder) == source else [])
 
 
 def main(argv: list[str] | None = None) -> int:
