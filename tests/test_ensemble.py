@@ -29,7 +29,12 @@ from meli.files import read_json, write_json
 from meli.models.rnn import RNNParams
 from meli.params import EnsembleParams, LinearParams
 from meli.stages import ensemble as ensemble_stage
-from meli.stages.ensemble import build_ensemble, fit_temperature, select_weights
+from meli.stages.ensemble import (
+    MEMBER_CALIBRATION_FILES,
+    build_ensemble,
+    fit_temperature,
+    select_weights,
+)
 from meli.stages.linear import train_linear
 
 
@@ -345,12 +350,18 @@ def test_the_bundle_stores_no_file_twice_and_needs_nothing_else(pipeline, every_
         shutil.copyfile(compact / name, full / name)
     write_json(full / "config.json", config)
     # Saved: the four members' labels and normalization, one of the two copies of the PyTorch
-    # members' vocabulary; less the lists of shared files in config.json.
+    # members' vocabulary, the members' own calibration (the ensemble has its own); less the
+    # lists of shared files in config.json.
     saved = sum(path.stat().st_size for path in full.rglob("*") if path.is_file()) - sum(
         path.stat().st_size for path in stored)
     vocabulary = (compact / "vocab.txt").stat().st_size
+    calibrations = [path for path in full.glob("members/*/*") if path.name in
+                    MEMBER_CALIBRATION_FILES]
+    assert len(calibrations) == 4 * len(MEMBER_CALIBRATION_FILES)
+    assert not any((compact / "members").rglob("calibration*"))
     assert saved == sum((compact / name).stat().st_size for name in ("labels.json",
-                        "normalization.json")) * 4 + vocabulary - (
+                        "normalization.json")) * 4 + vocabulary + sum(
+        path.stat().st_size for path in calibrations) - (
         (compact / "config.json").stat().st_size - (full / "config.json").stat().st_size)
     # Needs nothing else: run from a directory without models/.
     elsewhere = tmp_path / "elsewhere"

@@ -41,7 +41,12 @@ from meli.bundles.bundle import (
     SHAREABLE_FILES,
     read_bundle,
 )
-from meli.bundles.calibration import calibrate_bundle
+from meli.bundles.calibration import (
+    CALIBRATION_FILE,
+    COUNTS_FILE,
+    TRUE_PROBABILITIES_FILE,
+    calibrate_bundle,
+)
 from meli.bundles.ensemble import MEMBERS_DIR, combine, tempered
 from meli.bundles.load import load_classifier
 from meli.errors import MeliError, run, stage_parser
@@ -59,6 +64,8 @@ from meli.params import EnsembleParams, TextParams, load_params
 from meli.progress import Progress
 
 log = logging.getLogger(__name__)
+
+MEMBER_CALIBRATION_FILES = (CALIBRATION_FILE, TRUE_PROBABILITIES_FILE, COUNTS_FILE)
 
 TEMPERATURES = np.exp(np.linspace(math.log(0.25), math.log(4.0), 41))
 
@@ -241,7 +248,9 @@ def _write_bundle(output_dir: Path, prepared_dir: Path, result: EnsembleResult) 
                                            shallow=False)]
                   for member in kept}
         for member in kept:
-            _copy_bundle(bundle_dir(member), partial / MEMBERS_DIR / member, shared[member])
+            # A member's own calibration is not read inside an ensemble, which has its own.
+            _copy_bundle(bundle_dir(member), partial / MEMBERS_DIR / member,
+                         [*shared[member], *MEMBER_CALIBRATION_FILES])
         write_json(partial / CONFIG_FILE, {
             "format_version": FORMAT_VERSION, "architecture": ENSEMBLE_ARCHITECTURE,
             "members": [{"name": name, "weight": result.weights[name],
