@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from meli.bundles.linear import Head
+from meli.bundles.linear import SPARSE, FactoredHead, Head, SparseHead, compact, softmax
 from meli.bundles.metrics import balanced_accuracy
 from meli.data.tfidf import TfidfFeatures, chunks, fit_features
 from meli.errors import MeliError
@@ -68,7 +68,7 @@ def fit(texts: pa.Array, labels: np.ndarray, num_classes: int,
     heads = []
     for estimator in estimators(params, len(texts)):
         fitter = _fit_svm if estimator == "svm" else _fit_softmax
-        heads.append(Head(estimator, *fitter(features, texts, labels, num_classes, params)))
+        heads.append(fitter(features, texts, labels, num_classes, params))
         log.info("linear: %s head fitted (%.1fs so far)", estimator,
                  time.perf_counter() - started)
     return LinearFit(features, heads, time.perf_counter() - started)
@@ -116,43 +116,178 @@ def mixing_weights(probabilities: list[np.ndarray], labels: np.ndarray, num_clas
     return [best_share, 1.0 - best_share]
 
 
+@dataclass
+class Mixture:
+    """Heads calibrated on validation titles: a temperature each and their shares."""
+
+    heads: list[Head]
+    temperatures: list[float]
+    shares: list[float]
+    log_loss: float  # of the mixture on the calibration titles
+    balanced_accuracy: float  # on the calibration titles
+    kept: list[float] | None = None  # the share of its weights or rows each head keeps
+
+    def probabilities(self, matrix: sp.csr_matrix) -> np.ndarray:
+        """sum over heads of share x softmax(scores / temperature) of a TF-IDF matrix."""
+        total = None
+        for head, temperature, share in zip(self.heads, self.temperatures, self.shares,
+                                            strict=True):
+            part = np.float32(share) * softmax(head.scores(matrix) / np.float32(temperature))
+            total = part if total is None else total + part
+        return total
+
+
+@dataclass
+class _Calibrated:
+    head: Head
+    temperature: float
+    probabilities: np.ndarray  # softmax(scores / temperature) of the calibration titles
+
+
+def _calibrated(head: Head, matrix: sp.csr_matrix, truth: np.ndarray,
+                num_classes: int) -> _Calibrated:
+    values = head.scores(matrix)
+    temperature, log_loss = fit_temperature(values, truth)
+    log.info("linear: %s head (%s, %s, %d weights), temperature %.3f, validation log loss "
+             "%.4f, balanced accuracy %.4f", head.estimator, head.layout, head.precision,
+             head.stored, temperature, log_loss,
+             balanced_accuracy(truth, values.argmax(axis=1), num_classes))
+    return _Calibrated(head, temperature, softmax(values / np.float32(temperature)))
+
+
+def _mixture(parts: list[_Calibrated], truth: np.ndarray, num_classes: int) -> Mixture:
+    shares = mixing_weights([part.probabilities for part in parts], truth, num_classes)
+    mixed = sum(share * part.probabilities for share, part in zip(shares, parts, strict=True))
+    chosen = mixed[np.arange(len(truth)), truth]
+    return Mixture([part.head for part in parts], [part.temperature for part in parts], shares,
+                   float(-np.log(np.maximum(chosen, 1e-12)).mean()),
+                   balanced_accuracy(truth, mixed.argmax(axis=1), num_classes))
+
+
+def calibrate(heads: list[Head], matrix: sp.csr_matrix, truth: np.ndarray,
+              num_classes: int) -> Mixture:
+    """A temperature per head (least log loss), then the heads' shares (best balanced
+    accuracy), on validation titles only."""
+    return _mixture([_calibrated(head, matrix, truth, num_classes) for head in heads], truth,
+                    num_classes)
+
+
+def compact_heads(heads: list[Head], matrix: sp.csr_matrix, truth: np.ndarray,
+                  num_classes: int, params: LinearParams) -> tuple[Mixture, Mixture]:
+    """The heads as the bundle keeps them, calibrated, and the heads as fitted, calibrated the
+    same way, on validation titles only. Head by head, the shares `params.keep_weights` (sparse)
+    or `params.keep_rows` (factored) are tried from the smallest up, the heads before it
+    already compacted and those after it as fitted; the first whose mixture stays within its
+    part of `params.max_loss` (the first of two heads half of it, the second the rest) of the
+    balanced accuracy of the heads as fitted is kept (the largest if none is)."""
+    fitted = [_calibrated(head, matrix, truth, num_classes) for head in heads]
+    reference = _mixture(fitted, truth, num_classes)
+    chosen, kept = list(fitted), []
+    for position, head in enumerate(heads):
+        shares = sorted(params.keep_weights if head.layout == SPARSE else params.keep_rows)
+        for share in shares:
+            trial = _calibrated(compact(head, share, params.precision), matrix, truth,
+                                num_classes)
+            mixture = _mixture(chosen[:position] + [trial] + chosen[position + 1:], truth,
+                               num_classes)
+            # Each head may spend its part of the loss: a first head taking all of it would
+            # leave the second none.
+            allowed = params.max_loss * (position + 1) / len(heads)
+            if mixture.balanced_accuracy >= reference.balanced_accuracy - allowed \
+                    or share == shares[-1]:
+                log.info("linear: the %s head keeps %s of its %s (%d weights): validation "
+                         "balanced accuracy %.4f, as fitted %.4f", head.estimator, share,
+                         "weights" if head.layout == SPARSE else "feature rows",
+                         trial.head.stored, mixture.balanced_accuracy,
+                         reference.balanced_accuracy)
+                chosen[position] = trial
+                kept.append(share)
+                break
+    compacted = _mixture(chosen, truth, num_classes)
+    compacted.kept = kept
+    return compacted, reference
+
+
 def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_classes: int,
-             params: LinearParams) -> tuple[np.ndarray, np.ndarray, None]:
-    """liblinear's one-vs-rest SVM. Unweighted, its binary problems are fitted `params.threads`
-    side by side (each its own seeded problem: the same weights at any thread count); with class
-    weights, liblinear's own one-vs-rest weighs each category's positives in its problem, which
-    one shared binary estimator per category cannot, so it runs on one core."""
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.svm import LinearSVC
+             params: LinearParams) -> SparseHead:
+    """liblinear's one-vs-rest SVM, its weights kept sparse (liblinear leaves most at exactly 0).
+
+    scikit-learn's LinearSVC copies the whole feature matrix into liblinear's own format on
+    every fit (measured on the real sample: about a third of a one-category fit), so fitting the
+    categories one by one pays that copy 632 times. liblinear's own one-vs-rest fits every
+    category of one call on one copy, on one core: the categories are fitted in groups of
+    `SVM_GROUP` instead, the groups `params.threads` side by side in processes, each group one
+    call on one copy whose titles of other groups share one extra label (its own problem, whose
+    weights are dropped, costs little with a tiny weight). A category's problem is the same
+    either way: its titles against all the others, at the same C (liblinear weighs a
+    category's own titles only, so class weights mean what they mean in one call). The groups
+    are fixed by the categories alone, each seeded the same: the same weights at any thread
+    count."""
+    from joblib import Parallel, delayed
 
     matrix = sp.vstack([features.matrix(chunk) for chunk in chunks(texts, 100_000)]).tocsr()
+    matrix = matrix.astype(np.float64)  # what liblinear reads; converted once, not per group
     seen = np.unique(labels)
+    if len(seen) < 2:
+        raise MeliError("linear: the training split holds a single category; the SVM needs "
+                        "two or more")
     weights = class_weight_array(labels, num_classes, params.class_weight)
-    svm = LinearSVC(C=params.C, random_state=params.seed,
-                    class_weight=None if weights is None
-                    else {int(category): float(weights[category]) for category in seen})
-    # The categories it knows nothing of keep weight 0 and a low bias.
-    coef = np.zeros((features.size, num_classes), np.float32)
+    class_weight = {} if weights is None else {int(category): float(weights[category])
+                                               for category in seen}
+    groups = np.array_split(seen, -(-len(seen) // SVM_GROUP))
+    tasks = [delayed(_fit_svm_group)(matrix, labels, group, len(groups) > 1, class_weight,
+                                     params.C, params.seed) for group in groups]
+    fitted = Parallel(n_jobs=min(params.threads, len(tasks)))(tasks)
+    # The categories it knows nothing of keep no weight and a low bias.
     intercept = np.full(num_classes, -1.0, np.float32)
-    if weights is None and len(seen) > 2:
-        fitted = OneVsRestClassifier(svm, n_jobs=params.threads).fit(matrix, labels)
-        for category, estimator in zip(fitted.classes_, fitted.estimators_, strict=True):
-            coef[:, category] = estimator.coef_[0]
-            intercept[category] = estimator.intercept_[0]
-        return coef, intercept, None
-    svm.fit(matrix, labels)
-    seen_coef, seen_intercept = svm.coef_, svm.intercept_
-    if len(seen) == 2:  # liblinear's binary case: one score s for seen[1], -s for seen[0]
-        seen_coef = np.vstack([-seen_coef, seen_coef])
-        seen_intercept = np.concatenate([-seen_intercept, seen_intercept])
-    coef[:, svm.classes_] = seen_coef.T
-    intercept[svm.classes_] = seen_intercept
-    return coef, intercept, None
+    rows, columns, values = [], [], []
+    for feature_ids, categories, group_values, group, group_intercept in fitted:
+        rows.append(feature_ids)
+        columns.append(categories)
+        values.append(group_values)
+        intercept[group] = group_intercept
+    coef = sp.csr_matrix((np.concatenate(values),
+                          (np.concatenate(rows), np.concatenate(columns))),
+                         shape=(features.size, num_classes), dtype=np.float32)
+    return SparseHead.from_matrix("svm", coef, intercept)
+
+
+SVM_GROUP = 32  # categories per liblinear call
+_OTHERS = -1  # the label of a group's call for the titles of every other group
+_OTHERS_WEIGHT = 1e-3
+
+
+def _fit_svm_group(matrix: sp.csr_matrix, labels: np.ndarray, group: np.ndarray, others: bool,
+                   class_weight: dict[int, float], C: float, seed: int):
+    """One liblinear call for a group of categories: (feature ids, categories, weights) of its
+    nonzero weights, the group and its biases."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    weights = {category: class_weight.get(int(category), 1.0) for category in group}
+    if others:
+        labels = np.where(np.isin(labels, group), labels, _OTHERS)
+        weights[_OTHERS] = _OTHERS_WEIGHT
+    svm = LinearSVC(C=C, random_state=seed, class_weight=weights)
+    with warnings.catch_warnings():
+        # The others' own problem may stop at the iteration limit: its weights are dropped.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svm.fit(matrix, labels)
+    coef, intercept = svm.coef_, svm.intercept_
+    if len(svm.classes_) == 2:  # liblinear's binary case: one score s for classes_[1], -s else
+        coef, intercept = np.vstack([-coef, coef]), np.concatenate([-intercept, intercept])
+    mine = np.isin(svm.classes_, group)
+    coef, intercept, classes = coef[mine], intercept[mine], svm.classes_[mine]
+    positions, feature_ids = np.nonzero(coef)
+    return (feature_ids.astype(np.int32), classes[positions].astype(np.int32),
+            coef[positions, feature_ids].astype(np.float32), classes,
+            intercept.astype(np.float32))
 
 
 def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
-                 num_classes: int, params: LinearParams) -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray | None]:
+                 num_classes: int, params: LinearParams) -> Head:
     import torch
     import torch.nn.functional as functional
 
@@ -239,8 +374,10 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                     log.info("linear: softmax epoch %d of %d, training loss %.4f", epoch + 1,
                              params.epochs, loss)
                     loss = 0.0
-        return (table.numpy(), bias.numpy(),
-                None if projection is None else projection.numpy())
+        if projection is None:
+            return SparseHead.from_matrix("softmax", table.numpy(), bias.numpy())
+        return FactoredHead.from_dense("softmax", table.numpy(), projection.numpy(),
+                                       bias.numpy())
     finally:
         torch.set_num_threads(threads)
         if flushing:
