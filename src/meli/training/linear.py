@@ -4,8 +4,9 @@ softmax(scores / T) calibrated probabilities.
 
 Two estimators, both deterministic for a seed:
 - `svm`: liblinear's one-vs-rest L2-regularized squared hinge (scikit-learn's LinearSVC), the
-  most accurate alone on the real sample; it holds the whole feature matrix in memory and runs
-  on one core per category, so `auto` uses it up to `svm_max_rows` training titles.
+  most accurate alone on the real sample; it holds the whole feature matrix in memory and fits
+  groups of categories side by side, one core each, so `auto` uses it up to `svm_max_rows`
+  training titles. Its weights are kept sparse: liblinear leaves most at exactly 0.
 - `softmax`: multinomial logistic regression by mini-batch SGD over the sparse rows, featurized a
   block of batches at a time from the titles: memory is the weights plus one block, whatever the
   number of titles. The gradient of a batch touches only the rows of the features it holds
@@ -17,6 +18,10 @@ Two estimators, both deterministic for a seed:
   category. One thread featurizes the next block of titles while the others step.
 `linear.estimator: both` fits the two: the hinge and the logistic loss err on different titles,
 and the stage mixes their calibrated probabilities with a weight chosen on validation.
+
+Then, on validation titles only (`compact_heads`): a temperature per head, the heads' shares,
+and how much of each head the bundle keeps (meli.bundles.linear.compact), the smallest share
+of its weights or rows that keeps the mixture within `linear.max_loss` of the heads as fitted.
 """
 
 from __future__ import annotations
@@ -180,32 +185,56 @@ def compact_heads(heads: list[Head], matrix: sp.csr_matrix, truth: np.ndarray,
     already compacted and those after it as fitted; the first whose mixture stays within its
     part of `params.max_loss` (the first of two heads half of it, the second the rest) of the
     balanced accuracy of the heads as fitted is kept (the largest if none is)."""
-    fitted = [_calibrated(head, matrix, truth, num_classes) for head in heads]
-    reference = _mixture(fitted, truth, num_classes)
-    chosen, kept = list(fitted), []
+    if len(heads) == 1:
+        # One head's choice needs no temperature (it moves no argmax): on the course's file,
+        # 50,000 titles x 1,600 categories, a temperature's fit is the dearer part of a trial.
+        head = heads[0]
+        reference = balanced_accuracy(truth, head.scores(matrix).argmax(axis=1), num_classes)
+        trial, share = _smallest(
+            head, params, reference, reference - params.max_loss,
+            lambda trial: balanced_accuracy(truth, trial.scores(matrix).argmax(axis=1),
+                                            num_classes))
+        compacted = calibrate([trial], matrix, truth, num_classes)
+        compacted.kept = [share]
+        return compacted, calibrate(heads, matrix, truth, num_classes)
+    chosen = [_calibrated(head, matrix, truth, num_classes) for head in heads]
+    reference = _mixture(chosen, truth, num_classes)
+    kept, tried = [], {}
     for position, head in enumerate(heads):
-        shares = sorted(params.keep_weights if head.layout == SPARSE else params.keep_rows)
-        for share in shares:
-            trial = _calibrated(compact(head, share, params.precision), matrix, truth,
-                                num_classes)
-            mixture = _mixture(chosen[:position] + [trial] + chosen[position + 1:], truth,
-                               num_classes)
-            # Each head may spend its part of the loss: a first head taking all of it would
-            # leave the second none.
-            allowed = params.max_loss * (position + 1) / len(heads)
-            if mixture.balanced_accuracy >= reference.balanced_accuracy - allowed \
-                    or share == shares[-1]:
-                log.info("linear: the %s head keeps %s of its %s (%d weights): validation "
-                         "balanced accuracy %.4f, as fitted %.4f", head.estimator, share,
-                         "weights" if head.layout == SPARSE else "feature rows",
-                         trial.head.stored, mixture.balanced_accuracy,
-                         reference.balanced_accuracy)
-                chosen[position] = trial
-                kept.append(share)
-                break
+
+        def accuracy(trial: Head, position: int = position) -> float:
+            tried["last"] = _calibrated(trial, matrix, truth, num_classes)
+            mixed = chosen[:position] + [tried["last"]] + chosen[position + 1:]
+            return _mixture(mixed, truth, num_classes).balanced_accuracy
+
+        # Each head may spend its part of the loss: a first head taking all of it would leave
+        # the second none.
+        threshold = reference.balanced_accuracy \
+            - params.max_loss * (position + 1) / len(heads)
+        trial, share = _smallest(head, params, reference.balanced_accuracy, threshold,
+                                 accuracy)
+        chosen[position] = tried["last"]
+        kept.append(share)
     compacted = _mixture(chosen, truth, num_classes)
     compacted.kept = kept
     return compacted, reference
+
+
+def _smallest(head: Head, params: LinearParams, reference: float, threshold: float,
+              accuracy) -> tuple[Head, float]:
+    """The head compacted to the smallest of its shares whose `accuracy(trial)` reaches
+    `threshold`, or to the largest share if none does."""
+    shares = sorted(params.keep_weights if head.layout == SPARSE else params.keep_rows)
+    for share in shares:
+        trial = compact(head, share, params.precision)
+        value = accuracy(trial)
+        if value >= threshold or share == shares[-1]:
+            log.info("linear: the %s head keeps %s of its %s (%d weights): validation balanced "
+                     "accuracy %.4f, as fitted %.4f", head.estimator, share,
+                     "weights" if head.layout == SPARSE else "feature rows", trial.stored,
+                     value, reference)
+            return trial, share
+    raise AssertionError("unreachable: the largest share is always taken")
 
 
 def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_classes: int,
@@ -318,20 +347,38 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
         blocks = [(epoch, order[start:start + block])
                   for epoch, order in enumerate(orders) for start in range(0, len(order), block)]
 
-        def featurized(rows: np.ndarray) -> sp.csr_matrix:
-            return features.matrix(texts.take(pa.array(rows)))
+        def featurized(rows: np.ndarray) -> tuple[sp.csr_matrix, list]:
+            """A block's TF-IDF rows and, per batch, what its step scatters the gradient
+            with: the batch's distinct features and the transposed rows (distinct features x
+            titles), each feature's values divided by the titles holding it. Each feature's
+            row moves by the mean over the batch's titles that hold it of value x gradient: a
+            sum would move a frequent n-gram (in most of the 256 titles) hundreds of times
+            further than a rare one, which diverged on the 4.9M-title file at the default step
+            (the mean trains on). Built here, on the core that is otherwise idle."""
+            matrix = features.matrix(texts.take(pa.array(rows)))
+            scatters = []
+            for first in range(0, len(rows), params.batch_size):
+                columns = matrix[first:first + params.batch_size].tocsc()
+                counts = np.diff(columns.indptr)
+                distinct = np.flatnonzero(counts)
+                transposed = sp.csr_matrix(
+                    (columns.data / np.repeat(counts[distinct], counts[distinct])
+                     .astype(np.float32),
+                     columns.indices, np.append(columns.indptr[distinct], columns.nnz)),
+                    shape=(len(distinct), columns.shape[0]))
+                scatters.append((torch.from_numpy(distinct), transposed))
+            return matrix, scatters
 
         with ThreadPoolExecutor(1) as pool:
             upcoming = pool.submit(featurized, blocks[0][1])
             for number, (epoch, rows) in enumerate(blocks):
-                matrix = upcoming.result()
+                matrix, scatters = upcoming.result()
                 if number + 1 < len(blocks):
                     upcoming = pool.submit(featurized, blocks[number + 1][1])
                 indices = torch.from_numpy(matrix.indices.astype(np.int64))
                 values = torch.from_numpy(matrix.data)
-                lengths = torch.from_numpy(np.diff(matrix.indptr))
                 targets = torch.from_numpy(labels[rows])
-                for first in range(0, len(rows), params.batch_size):
+                for batch, first in enumerate(range(0, len(rows), params.batch_size)):
                     last = min(first + params.batch_size, len(rows))
                     low, high = int(matrix.indptr[first]), int(matrix.indptr[last])
                     ids, weights = indices[low:high], values[low:high]
@@ -354,16 +401,9 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                         hidden_gradient = gradient @ projection.T
                         projection.add_(hidden.T @ gradient, alpha=-rate)
                         gradient = hidden_gradient
-                    # Each feature's row moves by the mean over the batch's titles that hold it
-                    # of value x gradient: a sum would move a frequent n-gram (in most of the
-                    # 256 titles) hundreds of times further than a rare one, which diverged on
-                    # the 4.9M-title file at the default step (the mean trains on).
-                    distinct, position = torch.unique(ids, return_inverse=True)
-                    owner = torch.repeat_interleave(batch_rows, lengths[first:last])
-                    rows_gradient = torch.zeros(len(distinct), table.shape[1]).index_add_(
-                        0, position, weights[:, None] * gradient[owner])
-                    rows_gradient /= torch.bincount(position, minlength=len(distinct))[:, None]
-                    table.index_add_(0, distinct, rows_gradient, alpha=-rate)
+                    distinct, transposed = scatters[batch]
+                    table.index_add_(0, distinct, torch.from_numpy(transposed @ gradient.numpy()),
+                                     alpha=-rate)
                     step += 1
                 if number + 1 == len(blocks) or blocks[number + 1][0] != epoch:
                     loss /= len(texts)
