@@ -256,6 +256,15 @@ def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_c
 
     matrix = sp.vstack([features.matrix(chunk) for chunk in chunks(texts, 100_000)]).tocsr()
     matrix = matrix.astype(np.float64)  # what liblinear reads; converted once, not per group
+    # The features renumbered most frequent first: liblinear reads and writes its weights at
+    # each title's features, and the frequent ones then share cache lines (measured on the real
+    # sample: a category's problem about a tenth faster, its weights the same to 1e-14).
+    order = np.argsort(-np.bincount(matrix.indices, minlength=features.size), kind="stable")
+    renumbered = np.empty_like(order)
+    renumbered[order] = np.arange(len(order))
+    matrix.indices = renumbered[matrix.indices].astype(matrix.indices.dtype)
+    matrix.has_sorted_indices = False
+    matrix.sort_indices()
     seen = np.unique(labels)
     if len(seen) < 2:
         raise MeliError("linear: the training split holds a single category; the SVM needs "
@@ -263,6 +272,8 @@ def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_c
     weights = class_weight_array(labels, num_classes, params.class_weight)
     class_weight = {} if weights is None else {int(category): float(weights[category])
                                                for category in seen}
+    # Groups of SVM_GROUP / 2 to SVM_GROUP categories, never one alone beside the others: two
+    # labels are liblinear's binary case, where the others' weight would weigh the negatives.
     groups = np.array_split(seen, -(-len(seen) // SVM_GROUP))
     tasks = [delayed(_fit_svm_group)(matrix, labels, group, len(groups) > 1, class_weight,
                                      params.C, params.seed) for group in groups]
@@ -271,7 +282,7 @@ def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_c
     intercept = np.full(num_classes, -1.0, np.float32)
     rows, columns, values = [], [], []
     for feature_ids, categories, group_values, group, group_intercept in fitted:
-        rows.append(feature_ids)
+        rows.append(order[feature_ids])
         columns.append(categories)
         values.append(group_values)
         intercept[group] = group_intercept
@@ -283,6 +294,8 @@ def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_c
 
 SVM_GROUP = 32  # categories per liblinear call
 _OTHERS = -1  # the label of a group's call for the titles of every other group
+# The others' weight scales C in their own problem only (liblinear's one-vs-rest weighs each
+# category's positives by its weight, the negatives by C alone): small, it ends in a few passes.
 _OTHERS_WEIGHT = 1e-3
 
 
