@@ -1,6 +1,7 @@
 """What compacting the linear bundle costs and saves: size on disk against balanced accuracy.
 
     python benchmarks/linear_compact.py [--sample PATH | --prepared DIR] [--work DIR]
+                                        [--stage-only]
 
 Fits the linear model once on the real sample's training split, with the `linear` params of
 this repository's params.yaml (the prepared splits are built with its `prepare` params, or read
@@ -16,6 +17,12 @@ validation for each, as the stage does):
 - both compacted, in int8;
 - the stage's own choice with the params as they are (`linear.max_loss`, `keep_weights`,
   `keep_rows`, `precision`), marked `<- stage`.
+
+`--stage-only` writes only the first and the last (what compacting costs and saves with the
+params as they are, in one fit).
+
+The last column is the share of the test titles whose first category is the one the bundle as
+fitted gives them.
 
 Every choice is made on validation; the test column is printed to show what the choice costs on
 titles no choice looked at, never to choose. Run it under `nice`: it fits the SVM once (a few
@@ -70,6 +77,8 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, help="prepared splits to use as they are")
     parser.add_argument("--work", type=Path, help="build the splits and bundles here and keep "
                                                   "them (default: a temporary directory)")
+    parser.add_argument("--stage-only", action="store_true",
+                        help="only the bundle as fitted and the stage's choice")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="meli-compact-") as scratch:
         work = args.work or Path(scratch)
@@ -78,10 +87,10 @@ def main() -> None:
             raise SystemExit(f"{args.sample}: real sample not found "
                              f"(see ../shared/data/README.md)")
         prepared = args.prepared or prepared_splits(args.sample, work)
-        run(prepared, work / "bundles")
+        run(prepared, work / "bundles", args.stage_only)
 
 
-def run(prepared: Path, bundles: Path) -> None:
+def run(prepared: Path, bundles: Path, stage_only: bool = False) -> None:
     params = load_params(ROOT / "params.yaml").linear
     labels = json.loads((prepared / "labels.json").read_text())
     normalization = json.loads((prepared / "normalization.json").read_text())
@@ -106,22 +115,26 @@ def run(prepared: Path, bundles: Path) -> None:
                             temperatures=mixture.temperatures, shares=mixture.shares,
                             labels=labels, normalization=normalization, details={})
         classifier = load_classifier(directory)
-        figures = [balanced_accuracy(splits[split].column("label").to_numpy(),
-                                     classifier.predict(splits[split].column("title")),
+        predicted = {split: classifier.predict(splits[split].column("title"))
+                     for split in ("validation", "test")}
+        figures = [balanced_accuracy(splits[split].column("label").to_numpy(), predicted[split],
                                      len(labels))
                    for split in ("validation", "test")]
+        first.setdefault("test", predicted["test"])  # the bundle as fitted's
+        same = float(np.mean(predicted["test"] == first["test"]))
         size = (bundle_bytes(directory) if name != "as fitted"
                 else _as_fitted_bytes(fitted.heads, bundle_bytes(directory), directory))
         shutil.rmtree(directory)
-        rows.append((name, size, *figures, note))
-        print(f"{name:<58} {size / 1e6:8.1f} MB  {figures[0]:.4f}  {figures[1]:.4f}  {note}",
-              flush=True)
+        rows.append((name, size, *figures, same, note))
+        print(f"{name:<58} {size / 1e6:8.1f} MB  {figures[0]:.4f}  {figures[1]:.4f}  "
+              f"{100 * same:6.2f}%  {note}", flush=True)
 
     rows: list[tuple] = []
-    print(f"\n{'bundle':<58} {'on disk':>11}  {'valid.':<6}  {'test':<6}")
+    first: dict[str, np.ndarray] = {}
+    print(f"\n{'bundle':<58} {'on disk':>11}  {'valid.':<6}  {'test':<6}  {'same':>7}")
     heads = fitted.heads
     measure("as fitted", heads, "float32, one weight per feature and category (or rank)")
-    for position, head in enumerate(heads):
+    for position, head in enumerate([] if stage_only else heads):
         others = heads[:position], heads[position + 1:]
         shares = params.keep_weights if head.layout == "sparse" else params.keep_rows
         for precision in ("float16", "int8"):
@@ -134,7 +147,7 @@ def run(prepared: Path, bundles: Path) -> None:
                 measure(f"{head.estimator}: {share:g} of its rows by document frequency, int8",
                         [*others[0], _by_frequency(head, document_frequency, share),
                          *others[1]])
-    if len(heads) == 2:
+    if len(heads) == 2 and not stage_only:
         for weights_share in (0.01, 0.02, 0.03):
             for rows_share in (0.5, 0.7, 0.8):
                 measure(f"both: svm {weights_share:g}, softmax {rows_share:g}, int8",

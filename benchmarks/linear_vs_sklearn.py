@@ -1,6 +1,7 @@
 """The linear stage against scikit-learn's TfidfVectorizer + LinearSVC(C=0.5), side by side.
 
     python benchmarks/linear_vs_sklearn.py [--sample PATH | --prepared DIR] [--rounds 1]
+                                           [--keep DIR]
 
 Both run on the same training titles of the real sample (the prepared splits, built with this
 repository's params, or read from `--prepared`), each in its own process, one after the other
@@ -20,6 +21,9 @@ validation balanced accuracy (for context: the two are not the same model).
   `sublinear_tf=True` and float32 (each block L2-normalized, smooth idf, as the stage's), then
   `LinearSVC(C=0.5)`, which fits liblinear's one-vs-rest on one core; then the validation
   titles are transformed and predicted.
+
+`--keep DIR` runs in DIR and leaves the stage's bundle there (`DIR/models/linear`), to time
+`meli predict --model DIR/models/linear` afterwards.
 """
 
 from __future__ import annotations
@@ -99,9 +103,15 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, default=REAL_SAMPLE)
     parser.add_argument("--prepared", type=Path, help="prepared splits to use as they are")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="run here and keep the stage's bundle")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="meli-vs-sklearn-") as scratch:
         workspace = Path(scratch)
+        if args.keep is not None:
+            if args.keep.exists():
+                raise SystemExit(f"{args.keep}: already exists; name a new directory")
+            workspace = args.keep
+            workspace.mkdir(parents=True)
         if args.prepared is None and not args.sample.exists():
             raise SystemExit(f"{args.sample}: real sample not found "
                              f"(see ../shared/data/README.md)")
