@@ -114,6 +114,23 @@ def test_the_linear_bundle_predicts_as_meli_predict_does_and_calibrates_on_valid
         assert f"{100 * row[0][1]:5.1f}%  {row[0][0]}" in shown.stdout
 
 
+def test_a_bundles_feature_rows_add_up_to_its_scores(pipeline, linear_bundle):
+    # What explanations read: each head's W[feature] and W[feature, category], as loaded from
+    # the compact bundle, give the head's scores exactly (up to float32 sums).
+    bundle, _ = linear_bundle
+    classifier = load_classifier(bundle)
+    titles = pq.read_table(split_path(pipeline.prepared, "test"), columns=["title"])
+    matrix = classifier.features.matrix(classifier.normalize(titles.column("title").slice(0, 40)))
+    used = np.unique(matrix.indices)
+    for head in classifier.heads:
+        rows = np.stack([head.row(feature) for feature in used])
+        assert np.allclose(matrix[:, used] @ rows + head.intercept, head.scores(matrix),
+                           atol=1e-4), head.estimator
+        category = int(head.scores(matrix)[0].argmax())
+        assert [head.weight(feature, category) for feature in used[:25]] == \
+            pytest.approx(rows[:25, category].tolist(), abs=1e-6)
+
+
 def test_two_fits_give_the_same_bits(pipeline, linear_bundle, tmp_path):
     again = tmp_path / "linear"
     train_linear(LinearParams(), pipeline.prepared, again, tmp_path / "live")
@@ -450,6 +467,13 @@ def test_a_compact_sparse_head_scores_as_its_weights_say(precision):
     # A weight read back, and each n-gram's part of a title's score.
     features = np.array([5, 7, 0, 299, 5])
     assert np.allclose(small.weights(features, 42), kept[features, 42])
+    for feature in (5, 7, 0, 299):
+        assert np.allclose(small.row(feature), kept[feature])
+        assert small.weight(feature, 42) == pytest.approx(kept[feature, 42], abs=1e-6)
+    with pytest.raises(IndexError, match="feature 300 out of range"):
+        small.row(300)
+    with pytest.raises(IndexError, match="category 70 out of range"):
+        small.weight(0, 70)
     contributions = small.contributions(titles, 42)
     assert np.allclose(np.asarray(contributions.sum(axis=1)).ravel() + small.intercept[42],
                        small.scores(titles)[:, 42], atol=1e-4)
@@ -478,6 +502,12 @@ def test_a_compact_factored_head_keeps_the_rows_of_largest_norm(precision):
     features = np.concatenate([small.rows[:3], np.setdiff1d(np.arange(300), small.rows)[:2]])
     assert np.allclose(small.weights(features, 9), (kept @ projection)[features, 9], atol=1e-5)
     assert (small.weights(features, 9)[3:] == 0).all()  # pruned rows weigh nothing
+    for feature in features:
+        assert np.allclose(small.row(feature), (kept @ projection)[feature], atol=1e-5)
+        assert small.weight(feature, 9) == pytest.approx((kept @ projection)[feature, 9],
+                                                         abs=1e-5)
+    with pytest.raises(IndexError, match="feature -1 out of range"):
+        small.weight(-1, 9)
     contributions = small.contributions(titles, 9)
     assert np.allclose(np.asarray(contributions.sum(axis=1)).ravel() + small.intercept[9],
                        small.scores(titles)[:, 9], atol=1e-4)

@@ -35,9 +35,12 @@ fails in one line naming it.
 
 The probabilities are sum over heads of share x softmax(scores / temperature).
 
-Reading a weight (for explanations): `head.weights(features, category)` is the weight of each
-of the given feature ids for one category (0 where pruned), as the head scores with it, at a
-cost that grows with the number of features asked for, not with the vocabulary;
+Reading a weight (for explanations), for any head of `LinearClassifier.heads`, whatever its
+layout and precision, with the values it scores with (int8 ones times their scale; 0 where
+pruned): `head.weight(feature, category)` is W[feature, category], a float;
+`head.row(feature)` is W[feature], (categories,) float32; `head.weights(features, category)`
+is the weight of each of the given feature ids for one category, at a cost that grows with the
+number of features asked for, not with the vocabulary;
 `head.contributions(matrix, category)` is the TF-IDF matrix (`classifier.features.matrix(texts)`,
 titles x features) with each value times that weight, so that a title's row sums, plus
 `head.intercept[category]`, to `head.scores(matrix)[title, category]`. The TF-IDF feature id of
@@ -209,6 +212,21 @@ class SparseHead:
         weights[owner[found]] = values
         return weights
 
+    def weight(self, feature: int, category: int) -> float:
+        """W[feature, category] as the head scores with it; 0.0 where pruned."""
+        feature = _feature_id(feature, self.size)
+        return float(self.weights(np.array([feature]), _category_id(category, self))[0])
+
+    def row(self, feature: int) -> np.ndarray:
+        """W[feature] (categories,) float32 as the head scores with it; 0 where pruned."""
+        feature = _feature_id(feature, self.size)
+        start, end = self.indptr[feature], self.indptr[feature + 1]
+        row = np.zeros(self.num_categories, np.float32)
+        row[self.categories[start:end].astype(np.int64)] = self.data[start:end]
+        if self.scales is not None:
+            row *= self.scales[feature]
+        return row
+
     def contributions(self, matrix: sp.csr_matrix, category: int) -> sp.csr_matrix:
         """The TF-IDF matrix with each value times its feature's weight for `category`."""
         return _contributions(self, matrix, category)
@@ -308,12 +326,37 @@ class FactoredHead:
         """The weight (float32) of each feature id for one category; 0 where none is kept."""
         return self.embeddings(features) @ self.projection[:, category]
 
+    def weight(self, feature: int, category: int) -> float:
+        """W[feature, category] = E[feature] @ P[:, category] as the head scores with it; 0.0
+        where the feature's row is pruned."""
+        feature = _feature_id(feature, self.size)
+        return float(self.weights(np.array([feature]), _category_id(category, self))[0])
+
+    def row(self, feature: int) -> np.ndarray:
+        """W[feature] = E[feature] @ P (categories,) float32; 0 where the row is pruned."""
+        return self.embeddings(np.array([_feature_id(feature, self.size)]))[0] @ self.projection
+
     def contributions(self, matrix: sp.csr_matrix, category: int) -> sp.csr_matrix:
         """The TF-IDF matrix with each value times its feature's weight for `category`."""
         return _contributions(self, matrix, category)
 
 
 Head = SparseHead | FactoredHead
+
+
+def _feature_id(feature: int, features: int) -> int:
+    feature = int(feature)
+    if not 0 <= feature < features:
+        raise IndexError(f"feature {feature} out of range: the vocabulary has {features}")
+    return feature
+
+
+def _category_id(category: int, head: Head) -> int:
+    category = int(category)
+    if not 0 <= category < head.num_categories:
+        raise IndexError(f"category {category} out of range: the head has "
+                         f"{head.num_categories}")
+    return category
 
 
 def _contributions(head: Head, matrix: sp.csr_matrix, category: int) -> sp.csr_matrix:
