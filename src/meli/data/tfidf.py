@@ -11,8 +11,8 @@ what makes scikit-learn's analyzers slow to predict with).
 - Words are the runs between spaces; a word's key is a 64-bit polynomial hash of its bytes,
   computed for every word at once from one prefix sum, and word n-grams chain the keys of
   consecutive words of a title. Deterministic: Python's salted `hash` is never used.
-- A key becomes a feature id by binary search in the sorted keys kept at fit time; keys never
-  seen in training are dropped.
+- A key becomes a feature id through a hash table of the sorted keys kept at fit time; keys
+  never seen in training are dropped.
 - Per title: term frequency (1 + log tf when sublinear) times the feature's idf, L2-normalized
   per block (words, characters); the blocks are weighted and stacked into one CSR matrix.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,12 @@ class TfidfFeatures:
     word_keys: np.ndarray
     char_keys: np.ndarray
     idf: np.ndarray
+    _word_index: _KeyIndex = field(init=False, repr=False, compare=False)
+    _char_index: _KeyIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._word_index = _KeyIndex(self.word_keys)
+        self._char_index = _KeyIndex(self.char_keys)
 
     @property
     def size(self) -> int:
@@ -67,34 +73,49 @@ class TfidfFeatures:
                 "sublinear_tf": self.sublinear_tf, "char_weight": self.char_weight}
 
     def matrix(self, texts: pa.Array | pa.ChunkedArray | list[str]) -> sp.csr_matrix:
-        """The TF-IDF matrix (titles x features, float32 CSR) of normalized texts."""
+        """The TF-IDF matrix (titles x features, float32 CSR, feature ids increasing within a
+        row) of normalized texts."""
         batch = _Batch.of(texts)
         words, chars = _keys(batch, self.word_ngrams, self.char_ngrams)
-        blocks = []
         word_count = len(self.word_keys)
-        if words is not None and word_count:
-            blocks.append(_block(words[1], _lookup(self.word_keys, words[0]),
-                                 self.idf[:word_count], batch.size, self.sublinear_tf, 1.0))
-        if chars is not None and len(self.char_keys):
-            rows, ids, values = _block(chars[1], _lookup(self.char_keys, chars[0]),
-                                       self.idf[word_count:], batch.size, self.sublinear_tf,
-                                       self.char_weight)
-            blocks.append((rows, ids + word_count, values))
-        if not blocks:
+        rows, ids = [], []
+        for found, index, offset in ((words, self._word_index, 0),
+                                     (chars, self._char_index, word_count)):
+            if found is not None:
+                positions = index.lookup(found[0])
+                known = positions >= 0
+                rows.append(found[1][known])
+                ids.append(positions[known] + offset)
+        entries = sum(len(part) for part in rows)
+        if not entries:
             return sp.csr_matrix((batch.size, self.size), dtype=np.float32)
-        rows = np.concatenate([block[0] for block in blocks])
-        order = np.argsort(rows, kind="stable")  # a row's word entries before its characters
-        indptr = np.zeros(batch.size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=batch.size), out=indptr[1:])
-        indices = np.concatenate([block[1] for block in blocks])[order].astype(np.int32)
-        data = np.concatenate([block[2] for block in blocks])[order]
-        return sp.csr_matrix((data, indices, indptr), shape=(batch.size, self.size))
+        # SciPy counts the repeated (title, n-gram) pairs and sorts each row's ids in C: a
+        # counting sort by title, then short per-title sorts, where one sort of all the pairs
+        # took twice as long.
+        matrix = sp.csr_matrix((np.ones(entries, np.float32),
+                                (np.concatenate(rows), np.concatenate(ids))),
+                               shape=(batch.size, self.size))
+        matrix.sum_duplicates()
+        counts = matrix.data
+        tf = 1.0 + np.log(counts) if self.sublinear_tf else counts
+        values = tf * self.idf[matrix.indices]
+        # Each block (words, characters) L2-normalized per title, characters then weighted.
+        title = np.repeat(np.arange(batch.size), np.diff(matrix.indptr))
+        is_char = matrix.indices >= word_count
+        squares = values * values
+        scale = np.empty(len(values))
+        for block, weight in ((~is_char, 1.0), (is_char, self.char_weight)):
+            norms = np.sqrt(np.bincount(title[block], weights=squares[block],
+                                        minlength=batch.size))
+            scale[block] = weight / np.maximum(norms[title[block]], 1e-12)
+        matrix.data = (values * scale).astype(np.float32)
+        return matrix
 
     def known_words(self, texts: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
         """How many words of each normalized text are in the word vocabulary (as unigrams)."""
         batch = _Batch.of(texts)
         starts, ends, rows = _words(batch)
-        known = _lookup(self.word_keys, _word_keys(batch, starts, ends)) >= 0
+        known = self._word_index.lookup(_word_keys(batch, starts, ends)) >= 0
         return np.bincount(rows[known], minlength=batch.size)[:batch.size].astype(np.int64)
 
     def save(self, directory: Path) -> None:
@@ -281,32 +302,49 @@ def _keys(batch: _Batch, word_range: tuple[int, int], char_range: tuple[int, int
 
 # ---- keys -> TF-IDF ---------------------------------------------------------------------------
 
-def _lookup(vocabulary: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """The position of each key in the sorted vocabulary, -1 where it is absent."""
-    if len(vocabulary) == 0:
-        return np.full(len(keys), -1, dtype=np.int64)
-    positions = np.searchsorted(vocabulary, keys)
-    positions[positions == len(vocabulary)] = 0
-    positions[vocabulary[positions] != keys] = -1
-    return positions
+class _KeyIndex:
+    """Where each of some keys stands in the sorted keys of a vocabulary, by an open-addressing
+    hash table (Fibonacci hashing, linear probing) built once: a lookup reads about one slot
+    per key where a binary search reads eighteen, scattered over the keys (measured on the
+    real sample's 66,000 character n-grams: 3 times faster than numpy's searchsorted)."""
 
+    _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / the golden ratio, odd
 
-def _block(rows: np.ndarray, ids: np.ndarray, idf: np.ndarray, size: int,
-           sublinear: bool, weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, ids, values) of one L2-normalized TF-IDF block; ids sorted within each row."""
-    known = ids >= 0
-    pairs = np.sort(rows[known].astype(np.int64) * len(idf) + ids[known])
-    if len(pairs) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    first = np.flatnonzero(np.diff(pairs, prepend=-1))
-    counts = np.diff(first, append=len(pairs)).astype(np.float32)
-    pairs = pairs[first]
-    rows, ids = pairs // len(idf), pairs % len(idf)
-    tf = 1.0 + np.log(counts) if sublinear else counts
-    values = tf * idf[ids]
-    norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=size))
-    values = values * (weight / np.maximum(norms[rows], 1e-12))
-    return rows, ids, values.astype(np.float32)
+    def __init__(self, keys: np.ndarray):
+        bits = max(4, int(np.ceil(np.log2(2 * max(len(keys), 1)))))  # at most half full
+        self._shift = np.uint64(64 - bits)
+        self._mask = (1 << bits) - 1
+        self._keys = np.zeros(1 << bits, np.uint64)
+        self._positions = np.full(1 << bits, -1, np.int64)
+        slots, pending = self._home(keys), np.arange(len(keys))
+        while len(pending):
+            free = np.flatnonzero(self._positions[slots] < 0)
+            # Of the keys whose slot is free, the first to claim each slot takes it; the others
+            # (and those whose slot was taken) try the next slot.
+            claimed, first = np.unique(slots[free], return_index=True)
+            winners = pending[free[first]]
+            self._positions[claimed] = winners
+            self._keys[claimed] = keys[winners]
+            placed = np.zeros(len(pending), bool)
+            placed[free[first]] = True
+            pending, slots = pending[~placed], (slots[~placed] + 1) & self._mask
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * self._MULTIPLIER) >> self._shift).astype(np.int64)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """The position of each key in the vocabulary, -1 where it is absent."""
+        found = np.full(len(keys), -1, np.int64)
+        slots = self._home(keys)
+        waiting = np.arange(len(keys))
+        while len(waiting):
+            positions = self._positions[slots]
+            occupied = positions >= 0
+            hit = occupied & (self._keys[slots] == keys[waiting])
+            found[waiting[hit]] = positions[hit]
+            going_on = occupied & ~hit  # another key in the slot: probe the next one
+            waiting, slots = waiting[going_on], (slots[going_on] + 1) & self._mask
+        return found
 
 
 # ---- fitting: document frequencies, merged chunk by chunk -------------------------------------

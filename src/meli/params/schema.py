@@ -197,6 +197,19 @@ class LinearParams:
     # Cores: svm fits the categories side by side (the same weights at any count); softmax's
     # PyTorch threads.
     threads: int = param(2, min=1, max=256)
+    # What the bundle keeps of each head (meli.bundles.linear; the README's "A compact linear
+    # bundle" measures the choices): of the shares tried, smallest first, the first whose
+    # calibrated heads stay within `max_loss` validation balanced accuracy of the heads as
+    # fitted; a single share forces it. A sparse head (the svm, the softmax at rank 0) keeps
+    # that share of its features x categories weights, the largest in magnitude (liblinear
+    # leaves most at exactly 0 already); a factored head (the softmax at rank > 0) the rows of
+    # that share of the features, those of largest norm (FastText.zip's pruning).
+    max_loss: float = param(0.001, min=0.0, max=1.0)
+    keep_weights: list[float] = param([0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 1.0],
+                                      min_items=1)
+    keep_rows: list[float] = param([0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], min_items=1)
+    # int8: a byte per weight and a float32 scale per feature row; float16; float32 (as fitted).
+    precision: Literal["int8", "float16", "float32"] = "int8"
 
     def problem(self) -> str | None:
         for name in ("word_ngrams", "char_ngrams"):
@@ -207,6 +220,10 @@ class LinearParams:
             return "char_ngrams: at most 7 bytes (an n-gram's bytes are its key)"
         if self.word_ngrams == [0, 0] and self.char_ngrams == [0, 0]:
             return "word_ngrams and char_ngrams are both [0, 0]: no features"
+        for name in ("keep_weights", "keep_rows"):
+            if not all(isinstance(share, int | float) and 0 < share <= 1
+                       for share in getattr(self, name)):
+                return f"{name}: shares in (0, 1], as [0.02] or [0.01, 0.02, 1]"
         return None
 
 

@@ -24,7 +24,14 @@ import pyarrow.parquet as pq
 from meli.bundles import metrics
 from meli.bundles.bundle import read_bundle
 from meli.bundles.calibration import calibrate_bundle
-from meli.bundles.linear import LinearClassifier, softmax, write_linear_bundle
+from meli.bundles.linear import (
+    ESTIMATORS,
+    Head,
+    LinearClassifier,
+    bundle_bytes,
+    write_linear_bundle,
+)
+from meli.data.tfidf import TfidfFeatures, chunks
 from meli.errors import MeliError, run, stage_parser
 from meli.files import read_json, writing
 from meli.layout import (
@@ -36,7 +43,7 @@ from meli.layout import (
     train_results_dir,
 )
 from meli.params import LinearParams, load_params, to_dict
-from meli.training.linear import fit, fit_temperature, mixing_weights
+from meli.training.linear import Mixture, compact_heads, fit
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,11 @@ class LinearResult:
     features: int
     estimator: str
     seconds: float
+    # The same figures of the heads as fitted, before `compact`, calibrated the same way.
+    uncompacted_balanced_accuracy: float
+    uncompacted_accuracy: float
+    bundle_bytes: int
+    uncompacted_bytes: int  # the heads as float32 arrays, one weight per feature and category
 
 
 def _split(prepared_dir: Path, name: str, columns: list[str]):
@@ -63,6 +75,21 @@ def _split(prepared_dir: Path, name: str, columns: list[str]):
     if len(table) == 0:
         raise MeliError(f"{path}: the {name} split is empty")
     return table
+
+
+def _predict(mixture: Mixture, features: TfidfFeatures, texts) -> np.ndarray:
+    """The classes the heads, calibrated, choose for normalized texts, a chunk at a time."""
+    return np.concatenate([mixture.probabilities(features.matrix(chunk)).argmax(axis=1)
+                           for chunk in chunks(texts, CALIBRATION_ROWS)])
+
+
+def _dense_bytes(head: Head) -> int:
+    """A head's bytes as float32 arrays of one weight per feature and category (or per feature
+    and rank, and rank and category), as bundles stored it before `compact`."""
+    if head.rank:
+        return 4 * (head.size * head.rank + head.rank * head.num_categories
+                    + head.num_categories)
+    return 4 * (head.size * head.num_categories + head.num_categories)
 
 
 def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str | Path,
@@ -78,7 +105,9 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
     normalization = read_json(prepared_dir / NORMALIZATION_FILE)
     fitted = fit(train.column("text").combine_chunks(),
                  train.column("label").to_numpy().astype(np.int64), len(labels), params)
+    del train
     truth = validation.column("label").to_numpy().astype(np.int64)
+    texts = validation.column("text").combine_chunks()
     # Temperatures and shares are fitted on validation only: the test split is never looked at.
     # Two numbers need thousands of titles, not millions: a seeded sample of them (all 485,000
     # titles of the course's file would take 3 GB of scores at 1,600 categories).
@@ -86,29 +115,27 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
     if len(sample) > CALIBRATION_ROWS:
         sample = np.sort(np.random.default_rng(0).choice(len(sample), CALIBRATION_ROWS,
                                                          replace=False))
-    matrix = fitted.features.matrix(validation.column("text").take(sample).combine_chunks())
+    matrix = fitted.features.matrix(texts.take(sample))
     calibration_truth = truth[sample]
-    temperatures, calibrated = [], []
-    for head in fitted.heads:
-        values = head.scores(matrix)
-        temperature, log_loss = fit_temperature(values, calibration_truth)
-        temperatures.append(temperature)
-        calibrated.append(softmax(values / np.float32(temperature)))
-        log.info("linear: %s head, temperature %.3f, validation log loss %.4f, balanced "
-                 "accuracy %.4f", head.estimator, temperature, log_loss,
-                 metrics.balanced_accuracy(calibration_truth, values.argmax(axis=1),
-                                           len(labels)))
-        del values
-    shares = mixing_weights(calibrated, calibration_truth, len(labels))
-    chosen = sum(share * part[np.arange(len(sample)), calibration_truth]
-                 for share, part in zip(shares, calibrated, strict=True))
-    log_loss = float(-np.log(np.maximum(chosen, 1e-12)).mean())
-    del calibrated
-    write_linear_bundle(output_dir, features=fitted.features, heads=fitted.heads,
-                        temperatures=temperatures, shares=shares, labels=labels,
-                        normalization=normalization,
-                        details={"linear": to_dict(params), "estimator": fitted.estimator,
-                                 "validation_log_loss": log_loss})
+    compacted, fitted_mixture = compact_heads(fitted.heads, matrix, calibration_truth,
+                                              len(labels), params)
+    # What compacting costs, measured in the same run: the heads as fitted, calibrated alike.
+    uncompacted = _predict(fitted_mixture, fitted.features, texts)
+    uncompacted_bytes = sum(map(_dense_bytes, fitted.heads))
+    estimator = fitted.estimator
+    # The heads as fitted are the largest arrays: freed before the bundle is written and read.
+    fitted.heads.clear()
+    del fitted_mixture, matrix
+    write_linear_bundle(output_dir, features=fitted.features, heads=compacted.heads,
+                        temperatures=compacted.temperatures, shares=compacted.shares,
+                        labels=labels, normalization=normalization,
+                        details={"linear": to_dict(params), "estimator": estimator,
+                                 "kept": compacted.kept,
+                                 "validation_log_loss": compacted.log_loss})
+    del compacted.heads
+    size = bundle_bytes(output_dir)
+    uncompacted_bytes += size - sum(path.stat().st_size for path in Path(output_dir).iterdir()
+                                    if path.name.split(".")[0] in ESTIMATORS)
     # Scored through the bundle just written, from the raw titles, as `meli predict` will.
     files = read_bundle(output_dir)
     classifier = LinearClassifier(files.directory, files.config, files.labels,
@@ -116,6 +143,8 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
     predicted = classifier.predict(validation.column("title"))
     balanced = metrics.balanced_accuracy(truth, predicted, len(labels))
     accuracy = metrics.accuracy(truth, predicted)
+    uncompacted_balanced = metrics.balanced_accuracy(truth, uncompacted, len(labels))
+    uncompacted_accuracy = metrics.accuracy(truth, uncompacted)
     calibrate_bundle(classifier, prepared_dir)
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params({"model": NAME, "linear": to_dict(params)})
@@ -123,10 +152,16 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
         live.log_metric("validation/accuracy", accuracy)
         live.summary["best"] = {"validation_balanced_accuracy": balanced,
                                 "validation_accuracy": accuracy,
-                                "validation_log_loss": log_loss}
+                                "validation_log_loss": compacted.log_loss}
+        live.summary["uncompacted"] = {"validation_balanced_accuracy": uncompacted_balanced,
+                                       "validation_accuracy": uncompacted_accuracy,
+                                       "bytes": uncompacted_bytes}
+        live.summary["bundle_bytes"] = size
+        live.summary["kept"] = dict(zip(estimator.split("+"), compacted.kept, strict=True))
         live.summary["features"] = fitted.features.size
-    return LinearResult(balanced, accuracy, temperatures, shares, fitted.features.size,
-                        fitted.estimator, fitted.seconds)
+    return LinearResult(balanced, accuracy, compacted.temperatures, compacted.shares,
+                        fitted.features.size, estimator, fitted.seconds,
+                        uncompacted_balanced, uncompacted_accuracy, size, uncompacted_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             result = train_linear(params.linear, PREPARED_DIR, bundle_dir(NAME),
                                   train_results_dir(NAME))
         log.info("linear: %s over %d features fitted in %.1fs; shares %s; validation "
-                 "balanced accuracy %.4f, accuracy %.4f", result.estimator, result.features,
-                 result.seconds, " / ".join(f"{share:.2f}" for share in result.shares),
-                 result.validation_balanced_accuracy, result.validation_accuracy)
+                 "balanced accuracy %.4f, accuracy %.4f (as fitted, before compacting: %.4f, "
+                 "%.4f); bundle %.1f MB (as fitted, float32: %.1f MB)", result.estimator,
+                 result.features, result.seconds,
+                 " / ".join(f"{share:.2f}" for share in result.shares),
+                 result.validation_balanced_accuracy, result.validation_accuracy,
+                 result.uncompacted_balanced_accuracy, result.uncompacted_accuracy,
+                 result.bundle_bytes / 1e6, result.uncompacted_bytes / 1e6)
 
     return run(NAME, stage)
 

@@ -4,8 +4,9 @@ softmax(scores / T) calibrated probabilities.
 
 Two estimators, both deterministic for a seed:
 - `svm`: liblinear's one-vs-rest L2-regularized squared hinge (scikit-learn's LinearSVC), the
-  most accurate alone on the real sample; it holds the whole feature matrix in memory and runs
-  on one core per category, so `auto` uses it up to `svm_max_rows` training titles.
+  most accurate alone on the real sample; it holds the whole feature matrix in memory and fits
+  groups of categories side by side, one core each, so `auto` uses it up to `svm_max_rows`
+  training titles. Its weights are kept sparse: liblinear leaves most at exactly 0.
 - `softmax`: multinomial logistic regression by mini-batch SGD over the sparse rows, featurized a
   block of batches at a time from the titles: memory is the weights plus one block, whatever the
   number of titles. The gradient of a batch touches only the rows of the features it holds
@@ -17,6 +18,10 @@ Two estimators, both deterministic for a seed:
   category. One thread featurizes the next block of titles while the others step.
 `linear.estimator: both` fits the two: the hinge and the logistic loss err on different titles,
 and the stage mixes their calibrated probabilities with a weight chosen on validation.
+
+Then, on validation titles only (`compact_heads`): a temperature per head, the heads' shares,
+and how much of each head the bundle keeps (meli.bundles.linear.compact), the smallest share
+of its weights or rows that keeps the mixture within `linear.max_loss` of the heads as fitted.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from meli.bundles.linear import Head
+from meli.bundles.linear import SPARSE, FactoredHead, Head, SparseHead, compact, softmax
 from meli.bundles.metrics import balanced_accuracy
 from meli.data.tfidf import TfidfFeatures, chunks, fit_features
 from meli.errors import MeliError
@@ -68,7 +73,7 @@ def fit(texts: pa.Array, labels: np.ndarray, num_classes: int,
     heads = []
     for estimator in estimators(params, len(texts)):
         fitter = _fit_svm if estimator == "svm" else _fit_softmax
-        heads.append(Head(estimator, *fitter(features, texts, labels, num_classes, params)))
+        heads.append(fitter(features, texts, labels, num_classes, params))
         log.info("linear: %s head fitted (%.1fs so far)", estimator,
                  time.perf_counter() - started)
     return LinearFit(features, heads, time.perf_counter() - started)
@@ -116,43 +121,215 @@ def mixing_weights(probabilities: list[np.ndarray], labels: np.ndarray, num_clas
     return [best_share, 1.0 - best_share]
 
 
+@dataclass
+class Mixture:
+    """Heads calibrated on validation titles: a temperature each and their shares."""
+
+    heads: list[Head]
+    temperatures: list[float]
+    shares: list[float]
+    log_loss: float  # of the mixture on the calibration titles
+    balanced_accuracy: float  # on the calibration titles
+    kept: list[float] | None = None  # the share of its weights or rows each head keeps
+
+    def probabilities(self, matrix: sp.csr_matrix) -> np.ndarray:
+        """sum over heads of share x softmax(scores / temperature) of a TF-IDF matrix."""
+        total = None
+        for head, temperature, share in zip(self.heads, self.temperatures, self.shares,
+                                            strict=True):
+            part = np.float32(share) * softmax(head.scores(matrix) / np.float32(temperature))
+            total = part if total is None else total + part
+        return total
+
+
+@dataclass
+class _Calibrated:
+    head: Head
+    temperature: float
+    probabilities: np.ndarray  # softmax(scores / temperature) of the calibration titles
+
+
+def _calibrated(head: Head, matrix: sp.csr_matrix, truth: np.ndarray,
+                num_classes: int) -> _Calibrated:
+    values = head.scores(matrix)
+    temperature, log_loss = fit_temperature(values, truth)
+    log.info("linear: %s head (%s, %s, %d weights), temperature %.3f, validation log loss "
+             "%.4f, balanced accuracy %.4f", head.estimator, head.layout, head.precision,
+             head.stored, temperature, log_loss,
+             balanced_accuracy(truth, values.argmax(axis=1), num_classes))
+    return _Calibrated(head, temperature, softmax(values / np.float32(temperature)))
+
+
+def _mixture(parts: list[_Calibrated], truth: np.ndarray, num_classes: int) -> Mixture:
+    shares = mixing_weights([part.probabilities for part in parts], truth, num_classes)
+    mixed = sum(share * part.probabilities for share, part in zip(shares, parts, strict=True))
+    chosen = mixed[np.arange(len(truth)), truth]
+    return Mixture([part.head for part in parts], [part.temperature for part in parts], shares,
+                   float(-np.log(np.maximum(chosen, 1e-12)).mean()),
+                   balanced_accuracy(truth, mixed.argmax(axis=1), num_classes))
+
+
+def calibrate(heads: list[Head], matrix: sp.csr_matrix, truth: np.ndarray,
+              num_classes: int) -> Mixture:
+    """A temperature per head (least log loss), then the heads' shares (best balanced
+    accuracy), on validation titles only."""
+    return _mixture([_calibrated(head, matrix, truth, num_classes) for head in heads], truth,
+                    num_classes)
+
+
+def compact_heads(heads: list[Head], matrix: sp.csr_matrix, truth: np.ndarray,
+                  num_classes: int, params: LinearParams) -> tuple[Mixture, Mixture]:
+    """The heads as the bundle keeps them, calibrated, and the heads as fitted, calibrated the
+    same way, on validation titles only. Head by head, the shares `params.keep_weights` (sparse)
+    or `params.keep_rows` (factored) are tried from the smallest up, the heads before it
+    already compacted and those after it as fitted; the first whose mixture stays within its
+    part of `params.max_loss` (the first of two heads half of it, the second the rest) of the
+    balanced accuracy of the heads as fitted is kept (the largest if none is)."""
+    if len(heads) == 1:
+        # One head's choice needs no temperature (it moves no argmax): on the course's file,
+        # 50,000 titles x 1,600 categories, a temperature's fit is the dearer part of a trial.
+        head = heads[0]
+        reference = balanced_accuracy(truth, head.scores(matrix).argmax(axis=1), num_classes)
+        trial, share = _smallest(
+            head, params, reference, reference - params.max_loss,
+            lambda trial: balanced_accuracy(truth, trial.scores(matrix).argmax(axis=1),
+                                            num_classes))
+        compacted = calibrate([trial], matrix, truth, num_classes)
+        compacted.kept = [share]
+        return compacted, calibrate(heads, matrix, truth, num_classes)
+    chosen = [_calibrated(head, matrix, truth, num_classes) for head in heads]
+    reference = _mixture(chosen, truth, num_classes)
+    kept, tried = [], {}
+    for position, head in enumerate(heads):
+
+        def accuracy(trial: Head, position: int = position) -> float:
+            tried["last"] = _calibrated(trial, matrix, truth, num_classes)
+            mixed = chosen[:position] + [tried["last"]] + chosen[position + 1:]
+            return _mixture(mixed, truth, num_classes).balanced_accuracy
+
+        # Each head may spend its part of the loss: a first head taking all of it would leave
+        # the second none.
+        threshold = reference.balanced_accuracy \
+            - params.max_loss * (position + 1) / len(heads)
+        trial, share = _smallest(head, params, reference.balanced_accuracy, threshold,
+                                 accuracy)
+        chosen[position] = tried["last"]
+        kept.append(share)
+    compacted = _mixture(chosen, truth, num_classes)
+    compacted.kept = kept
+    return compacted, reference
+
+
+def _smallest(head: Head, params: LinearParams, reference: float, threshold: float,
+              accuracy) -> tuple[Head, float]:
+    """The head compacted to the smallest of its shares whose `accuracy(trial)` reaches
+    `threshold`, or to the largest share if none does."""
+    shares = sorted(params.keep_weights if head.layout == SPARSE else params.keep_rows)
+    for share in shares:
+        trial = compact(head, share, params.precision)
+        value = accuracy(trial)
+        if value >= threshold or share == shares[-1]:
+            log.info("linear: the %s head keeps %s of its %s (%d weights): validation balanced "
+                     "accuracy %.4f, as fitted %.4f", head.estimator, share,
+                     "weights" if head.layout == SPARSE else "feature rows", trial.stored,
+                     value, reference)
+            return trial, share
+    raise AssertionError("unreachable: the largest share is always taken")
+
+
 def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_classes: int,
-             params: LinearParams) -> tuple[np.ndarray, np.ndarray, None]:
-    """liblinear's one-vs-rest SVM. Unweighted, its binary problems are fitted `params.threads`
-    side by side (each its own seeded problem: the same weights at any thread count); with class
-    weights, liblinear's own one-vs-rest weighs each category's positives in its problem, which
-    one shared binary estimator per category cannot, so it runs on one core."""
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.svm import LinearSVC
+             params: LinearParams) -> SparseHead:
+    """liblinear's one-vs-rest SVM, its weights kept sparse (liblinear leaves most at exactly 0).
+
+    scikit-learn's LinearSVC copies the whole feature matrix into liblinear's own format on
+    every fit (measured on the real sample: about a third of a one-category fit), so fitting the
+    categories one by one pays that copy 632 times. liblinear's own one-vs-rest fits every
+    category of one call on one copy, on one core: the categories are fitted in groups of
+    `SVM_GROUP` instead, the groups `params.threads` side by side in processes, each group one
+    call on one copy whose titles of other groups share one extra label (its own problem, whose
+    weights are dropped, costs little with a tiny weight). A category's problem is the same
+    either way: its titles against all the others, at the same C (liblinear weighs a
+    category's own titles only, so class weights mean what they mean in one call). The groups
+    are fixed by the categories alone, each seeded the same: the same weights at any thread
+    count."""
+    from joblib import Parallel, delayed
 
     matrix = sp.vstack([features.matrix(chunk) for chunk in chunks(texts, 100_000)]).tocsr()
+    matrix = matrix.astype(np.float64)  # what liblinear reads; converted once, not per group
+    # The features renumbered most frequent first: liblinear reads and writes its weights at
+    # each title's features, and the frequent ones then share cache lines (measured on the real
+    # sample: a category's problem about a tenth faster, its weights the same to 1e-14).
+    order = np.argsort(-np.bincount(matrix.indices, minlength=features.size), kind="stable")
+    renumbered = np.empty_like(order)
+    renumbered[order] = np.arange(len(order))
+    matrix.indices = renumbered[matrix.indices].astype(matrix.indices.dtype)
+    matrix.has_sorted_indices = False
+    matrix.sort_indices()
     seen = np.unique(labels)
+    if len(seen) < 2:
+        raise MeliError("linear: the training split holds a single category; the SVM needs "
+                        "two or more")
     weights = class_weight_array(labels, num_classes, params.class_weight)
-    svm = LinearSVC(C=params.C, random_state=params.seed,
-                    class_weight=None if weights is None
-                    else {int(category): float(weights[category]) for category in seen})
-    # The categories it knows nothing of keep weight 0 and a low bias.
-    coef = np.zeros((features.size, num_classes), np.float32)
+    class_weight = {} if weights is None else {int(category): float(weights[category])
+                                               for category in seen}
+    # Groups of SVM_GROUP / 2 to SVM_GROUP categories, never one alone beside the others: two
+    # labels are liblinear's binary case, where the others' weight would weigh the negatives.
+    groups = np.array_split(seen, -(-len(seen) // SVM_GROUP))
+    tasks = [delayed(_fit_svm_group)(matrix, labels, group, len(groups) > 1, class_weight,
+                                     params.C, params.seed) for group in groups]
+    fitted = Parallel(n_jobs=min(params.threads, len(tasks)))(tasks)
+    # The categories it knows nothing of keep no weight and a low bias.
     intercept = np.full(num_classes, -1.0, np.float32)
-    if weights is None and len(seen) > 2:
-        fitted = OneVsRestClassifier(svm, n_jobs=params.threads).fit(matrix, labels)
-        for category, estimator in zip(fitted.classes_, fitted.estimators_, strict=True):
-            coef[:, category] = estimator.coef_[0]
-            intercept[category] = estimator.intercept_[0]
-        return coef, intercept, None
-    svm.fit(matrix, labels)
-    seen_coef, seen_intercept = svm.coef_, svm.intercept_
-    if len(seen) == 2:  # liblinear's binary case: one score s for seen[1], -s for seen[0]
-        seen_coef = np.vstack([-seen_coef, seen_coef])
-        seen_intercept = np.concatenate([-seen_intercept, seen_intercept])
-    coef[:, svm.classes_] = seen_coef.T
-    intercept[svm.classes_] = seen_intercept
-    return coef, intercept, None
+    rows, columns, values = [], [], []
+    for feature_ids, categories, group_values, group, group_intercept in fitted:
+        rows.append(order[feature_ids])
+        columns.append(categories)
+        values.append(group_values)
+        intercept[group] = group_intercept
+    coef = sp.csr_matrix((np.concatenate(values),
+                          (np.concatenate(rows), np.concatenate(columns))),
+                         shape=(features.size, num_classes), dtype=np.float32)
+    return SparseHead.from_matrix("svm", coef, intercept)
+
+
+SVM_GROUP = 32  # categories per liblinear call
+_OTHERS = -1  # the label of a group's call for the titles of every other group
+# The others' weight scales C in their own problem only (liblinear's one-vs-rest weighs each
+# category's positives by its weight, the negatives by C alone): small, it ends in a few passes.
+_OTHERS_WEIGHT = 1e-3
+
+
+def _fit_svm_group(matrix: sp.csr_matrix, labels: np.ndarray, group: np.ndarray, others: bool,
+                   class_weight: dict[int, float], C: float, seed: int):
+    """One liblinear call for a group of categories: (feature ids, categories, weights) of its
+    nonzero weights, the group and its biases."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    weights = {category: class_weight.get(int(category), 1.0) for category in group}
+    if others:
+        labels = np.where(np.isin(labels, group), labels, _OTHERS)
+        weights[_OTHERS] = _OTHERS_WEIGHT
+    svm = LinearSVC(C=C, random_state=seed, class_weight=weights)
+    with warnings.catch_warnings():
+        # The others' own problem may stop at the iteration limit: its weights are dropped.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svm.fit(matrix, labels)
+    coef, intercept = svm.coef_, svm.intercept_
+    if len(svm.classes_) == 2:  # liblinear's binary case: one score s for classes_[1], -s else
+        coef, intercept = np.vstack([-coef, coef]), np.concatenate([-intercept, intercept])
+    mine = np.isin(svm.classes_, group)
+    coef, intercept, classes = coef[mine], intercept[mine], svm.classes_[mine]
+    positions, feature_ids = np.nonzero(coef)
+    return (feature_ids.astype(np.int32), classes[positions].astype(np.int32),
+            coef[positions, feature_ids].astype(np.float32), classes,
+            intercept.astype(np.float32))
 
 
 def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
-                 num_classes: int, params: LinearParams) -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray | None]:
+                 num_classes: int, params: LinearParams) -> Head:
     import torch
     import torch.nn.functional as functional
 
@@ -183,20 +360,38 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
         blocks = [(epoch, order[start:start + block])
                   for epoch, order in enumerate(orders) for start in range(0, len(order), block)]
 
-        def featurized(rows: np.ndarray) -> sp.csr_matrix:
-            return features.matrix(texts.take(pa.array(rows)))
+        def featurized(rows: np.ndarray) -> tuple[sp.csr_matrix, list]:
+            """A block's TF-IDF rows and, per batch, what its step scatters the gradient
+            with: the batch's distinct features and the transposed rows (distinct features x
+            titles), each feature's values divided by the titles holding it. Each feature's
+            row moves by the mean over the batch's titles that hold it of value x gradient: a
+            sum would move a frequent n-gram (in most of the 256 titles) hundreds of times
+            further than a rare one, which diverged on the 4.9M-title file at the default step
+            (the mean trains on). Built here, on the core that is otherwise idle."""
+            matrix = features.matrix(texts.take(pa.array(rows)))
+            scatters = []
+            for first in range(0, len(rows), params.batch_size):
+                columns = matrix[first:first + params.batch_size].tocsc()
+                counts = np.diff(columns.indptr)
+                distinct = np.flatnonzero(counts)
+                transposed = sp.csr_matrix(
+                    (columns.data / np.repeat(counts[distinct], counts[distinct])
+                     .astype(np.float32),
+                     columns.indices, np.append(columns.indptr[distinct], columns.nnz)),
+                    shape=(len(distinct), columns.shape[0]))
+                scatters.append((torch.from_numpy(distinct), transposed))
+            return matrix, scatters
 
         with ThreadPoolExecutor(1) as pool:
             upcoming = pool.submit(featurized, blocks[0][1])
             for number, (epoch, rows) in enumerate(blocks):
-                matrix = upcoming.result()
+                matrix, scatters = upcoming.result()
                 if number + 1 < len(blocks):
                     upcoming = pool.submit(featurized, blocks[number + 1][1])
                 indices = torch.from_numpy(matrix.indices.astype(np.int64))
                 values = torch.from_numpy(matrix.data)
-                lengths = torch.from_numpy(np.diff(matrix.indptr))
                 targets = torch.from_numpy(labels[rows])
-                for first in range(0, len(rows), params.batch_size):
+                for batch, first in enumerate(range(0, len(rows), params.batch_size)):
                     last = min(first + params.batch_size, len(rows))
                     low, high = int(matrix.indptr[first]), int(matrix.indptr[last])
                     ids, weights = indices[low:high], values[low:high]
@@ -219,16 +414,9 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                         hidden_gradient = gradient @ projection.T
                         projection.add_(hidden.T @ gradient, alpha=-rate)
                         gradient = hidden_gradient
-                    # Each feature's row moves by the mean over the batch's titles that hold it
-                    # of value x gradient: a sum would move a frequent n-gram (in most of the
-                    # 256 titles) hundreds of times further than a rare one, which diverged on
-                    # the 4.9M-title file at the default step (the mean trains on).
-                    distinct, position = torch.unique(ids, return_inverse=True)
-                    owner = torch.repeat_interleave(batch_rows, lengths[first:last])
-                    rows_gradient = torch.zeros(len(distinct), table.shape[1]).index_add_(
-                        0, position, weights[:, None] * gradient[owner])
-                    rows_gradient /= torch.bincount(position, minlength=len(distinct))[:, None]
-                    table.index_add_(0, distinct, rows_gradient, alpha=-rate)
+                    distinct, transposed = scatters[batch]
+                    table.index_add_(0, distinct, torch.from_numpy(transposed @ gradient.numpy()),
+                                     alpha=-rate)
                     step += 1
                 if number + 1 == len(blocks) or blocks[number + 1][0] != epoch:
                     loss /= len(texts)
@@ -239,8 +427,10 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                     log.info("linear: softmax epoch %d of %d, training loss %.4f", epoch + 1,
                              params.epochs, loss)
                     loss = 0.0
-        return (table.numpy(), bias.numpy(),
-                None if projection is None else projection.numpy())
+        if projection is None:
+            return SparseHead.from_matrix("softmax", table.numpy(), bias.numpy())
+        return FactoredHead.from_dense("softmax", table.numpy(), projection.numpy(),
+                                       bias.numpy())
     finally:
         torch.set_num_threads(threads)
         if flushing:
