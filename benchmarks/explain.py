@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from dvc_repo import REAL_SAMPLE, dvc, make_repo  # noqa: E402
+from dvc_repo import real_sample_repo  # noqa: E402
 from sample_words import evidence_sanity, explanation_sanity  # noqa: E402
 
 from meli.bundles.explain import (  # noqa: E402
@@ -92,12 +92,7 @@ def speed(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="meli-explain-") as scratch:
         repo = args.repo
         if repo is None:
-            if not REAL_SAMPLE.exists():
-                raise SystemExit(f"{REAL_SAMPLE}: real sample not found")
-            repo = make_repo(Path(scratch) / "repo",
-                             {"data": {"source": str(REAL_SAMPLE.resolve())}})
-            print("building the real-sample repository (dvc repro) ...", flush=True)
-            dvc(repo, "repro")
+            repo = real_sample_repo(Path(scratch) / "repo")
         bundle = repo / "models" / args.model
         if args.threads:
             import torch

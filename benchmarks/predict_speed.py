@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from dvc_repo import REAL_SAMPLE, dvc, make_repo  # noqa: E402
+from dvc_repo import real_sample_repo  # noqa: E402
 
 MODELS = ("mlp", "cnn", "rnn", "fasttext", "linear", "ensemble")
 ONE_TITLE = ["Zapatillas Nike Air Max Talle 42 Niño"]
@@ -116,12 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="meli-predict-") as scratch:
         repo = args.repo
         if repo is None:
-            if not REAL_SAMPLE.exists():
-                raise SystemExit(f"{REAL_SAMPLE}: real sample not found")
-            repo = make_repo(Path(scratch) / "repo",
-                             {"data": {"source": str(REAL_SAMPLE.resolve())}})
-            print("building the real-sample repository (dvc repro) ...", flush=True)
-            dvc(repo, "repro")
+            repo = real_sample_repo(Path(scratch) / "repo")
         if args.titles > 0:
             source = Path(scratch) / "titles.txt"
             write_titles(repo, args.titles, source)

@@ -76,6 +76,17 @@ def make_repo(path: Path, changes: dict) -> Path:
     return path
 
 
+def real_sample_repo(path: Path) -> Path:
+    """A repository at `path` whose pipeline has run on the real sample (`dvc repro`, a few
+    minutes): what the benchmarks measure when no `--repo` is given."""
+    if not REAL_SAMPLE.exists():
+        raise SystemExit(f"{REAL_SAMPLE}: real sample not found")
+    repo = make_repo(path, {"data": {"source": str(REAL_SAMPLE.resolve())}})
+    print("building the real-sample repository (dvc repro) ...", flush=True)
+    dvc(repo, "repro")
+    return repo
+
+
 def workspace_metrics(exp_show: list) -> dict:
     """{metrics file: values} of the workspace row of `dvc exp show --json`."""
     row = next(entry for entry in exp_show if entry["rev"] == "workspace")
