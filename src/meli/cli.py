@@ -18,7 +18,6 @@ import argparse
 import ast
 import importlib
 import logging
-import os
 import pkgutil
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from meli import __version__
 from meli.errors import MeliError, run
+from meli.kernel_caches import bound_kernel_caches
 from meli.layout import PARAMS_FILE, bundle_dir
 
 log = logging.getLogger("meli")
@@ -46,9 +46,9 @@ def stages() -> dict[str, str]:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    # oneDNN keeps every kernel it compiled, one per input shape: a few dozen cover the
-    # batches of a long input, and memory stays flat (read when oneDNN first starts).
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+    # PyTorch keeps every kernel it compiled, one per input shape: a few dozen cover the
+    # batches of a long input, and memory stays flat.
+    bound_kernel_caches()
     from meli.bundles.answers import Knobs, knob_problem
     from meli.bundles.calibration import load_calibration
     from meli.bundles.load import load_classifier

@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import socket
 from pathlib import Path
+
+from meli.kernel_caches import bound_kernel_caches
 
 log = logging.getLogger("meli")
 
@@ -27,7 +28,7 @@ log = logging.getLogger("meli")
 def serve(args: argparse.Namespace) -> None:
     """Load the model (a failure ends here, in one line), then serve until interrupted."""
     # oneDNN keeps a kernel per input shape; batches come in many shapes (see `meli predict`).
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+    bound_kernel_caches()
     import torch
 
     from meli.serve.app import Settings, create_app
