@@ -229,7 +229,7 @@ def create_app(model: LoadedModel | None, source: ModelSource | None = None,
     /reload and SIGHUP load from."""
     server = Server(model, source, settings or Settings())
     metrics = server.metrics
-    explainer = ExplainEndpoint(server, BadRequest, read_body, parse_json)
+    explainer = ExplainEndpoint(server)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -16,15 +16,12 @@ in a worker thread, by the model the batch read once. A request's category or me
 model of its batch cannot explain (it changed by a reload since the request was read) answers
 422 alone.
 
-The app hands this module its body reader, JSON parser and error type (`ExplainEndpoint`'s
-arguments) rather than this module importing them: the app imports this module, and the
-package keeps no import cycle.
+The body is read, parsed and its titles checked by /predict's own code (meli.serve.requests).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from meli.serve.model import LoadedModel, MeliError
+from meli.serve.requests import BadRequest, parse_json, parse_titles, read_body
 
 # Titles per request at most: a page's worth, each up to 65 titles through the model (a title
 # of LoadedModel.explain_max_words words, 64, and itself).
@@ -53,14 +51,6 @@ class Server(Protocol):
     metrics: Any   # .observe(endpoint, status, seconds)
 
 
-class BadRequest(Exception):
-    """A body this endpoint refuses: answered `status` with `{"error": message}`."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
 class ExplainJob:
     """One /explain request; its length, what the batcher counts against MAX_BATCH_ROWS, is the
     titles it sends through the model when occluded (n + 1 per title of n words)."""
@@ -78,30 +68,9 @@ class ExplainJob:
 def parse_explain(data: Any, max_title_chars: int, model: LoadedModel) -> ExplainJob:
     """The request, checked as /predict checks its own, and its category and method against
     the model being served."""
-    if not isinstance(data, dict):
-        raise BadRequest(422, 'body: must be a JSON object such as {"titles": ["..."]}')
-    for key in data:
-        if key not in FIELDS:
-            raise BadRequest(422, f"{key}: unknown field (the fields are titles, category and "
-                                  f"method)")
-    titles = data.get("titles")
-    if titles is None:
-        raise BadRequest(422, f"titles: missing; give a list of 1 to {MAX_TITLES} titles")
-    if not isinstance(titles, list):
-        raise BadRequest(422, "titles: must be a list of strings")
-    if not titles:
-        raise BadRequest(422, f"titles: empty list; give 1 to {MAX_TITLES} titles")
-    if len(titles) > MAX_TITLES:
-        raise BadRequest(422, f"titles: {len(titles):,} titles, at most {MAX_TITLES} per "
-                              f"request to /explain (each costs a title per word)")
+    titles = parse_titles(data, FIELDS, MAX_TITLES, max_title_chars,
+                          too_many=" to /explain (each costs a title per word)")
     for index, title in enumerate(titles):
-        if not isinstance(title, str):
-            raise BadRequest(422, f"titles[{index}]: must be a string")
-        if len(title) > max_title_chars:
-            raise BadRequest(422, f"titles[{index}]: {len(title):,} characters, at most "
-                                  f"{max_title_chars:,}")
-        if not title.strip():
-            raise BadRequest(422, f"titles[{index}]: empty")
         if len(title.split()) > model.explain_max_words:
             raise BadRequest(422, f"titles[{index}]: {len(title.split())} words, at most "
                                   f"{model.explain_max_words} are explained")
@@ -163,16 +132,10 @@ def explain_batch(model: LoadedModel, jobs: list[ExplainJob]) -> list[tuple[int,
 
 
 class ExplainEndpoint:
-    """The route and its batcher; `start` and `stop` run in the app's lifespan. `refused`,
-    `read_body` and `parse_json` are the app's: its error type (with .status and .message),
-    and how it reads a body within a size limit and parses it, raising that error."""
+    """The route and its batcher; `start` and `stop` run in the app's lifespan."""
 
-    def __init__(self, server: Server, refused: type[Exception],
-                 read_body: Callable[[Request, int], Awaitable[bytes]],
-                 parse_json: Callable[[bytes], Any]):
+    def __init__(self, server: Server):
         self.server = server
-        self.refused = refused
-        self.read_body, self.parse_json = read_body, parse_json
         self.processor: AsyncBatchProcessor | None = None
 
     def start(self) -> None:
@@ -198,13 +161,13 @@ class ExplainEndpoint:
             model = self.server.model
             if model is None:
                 raise BadRequest(503, "model: not loaded yet; retry once /health says ready")
-            body = await self.read_body(request, self.server.settings.max_body_bytes)
-            job = parse_explain(self.parse_json(body), self.server.settings.max_title_chars,
+            body = await read_body(request, self.server.settings.max_body_bytes)
+            job = parse_explain(parse_json(body), self.server.settings.max_title_chars,
                                 model)
             assert self.processor is not None
             status, content = await self.processor(job)
             return Response(content, status_code=status, media_type="application/json")
-        except (BadRequest, self.refused) as error:
+        except BadRequest as error:
             status = error.status
             return Response(orjson.dumps({"error": error.message}), status_code=status,
                             media_type="application/json")

@@ -100,35 +100,41 @@ def shown(value: Any) -> str:
     return orjson.dumps(value).decode()[:40]
 
 
-def parse_predict(data: Any, settings: Limits, model: LoadedModel | None = None) -> Job:
-    """The job a /predict body asks for; the knobs are checked against `model`'s calibration
-    (the one serving when the request arrives)."""
+def parse_titles(data: Any, fields: tuple[str, ...], max_titles: int, max_title_chars: int,
+                 example: str = '{"titles": ["..."]}', too_many: str = "") -> list[str]:
+    """The titles of a request body (a JSON object of `fields`), checked alike for every
+    endpoint that takes them; `too_many` says why there is a limit, after it."""
     if not isinstance(data, dict):
-        raise BadRequest(422, f'body: must be a JSON object such as {{"titles": ["..."], "k": 3}}'
-                              f", got {kind(data)}")
+        raise BadRequest(422, f"body: must be a JSON object such as {example}, got {kind(data)}")
     for key in data:
-        if key not in PREDICT_FIELDS:
-            raise BadRequest(422, f"{key}: unknown field (the fields are "
-                                  f"{', '.join(PREDICT_FIELDS)})")
+        if key not in fields:
+            raise BadRequest(422, f"{key}: unknown field (the fields are {', '.join(fields)})")
     titles = data.get("titles")
     if titles is None:
-        raise BadRequest(422, f"titles: missing; give a list of 1 to {settings.max_titles} "
-                              f"titles")
+        raise BadRequest(422, f"titles: missing; give a list of 1 to {max_titles} titles")
     if not isinstance(titles, list):
         raise BadRequest(422, f"titles: must be a list of strings, got {kind(titles)}")
     if not titles:
-        raise BadRequest(422, f"titles: empty list; give 1 to {settings.max_titles} titles")
-    if len(titles) > settings.max_titles:
-        raise BadRequest(422, f"titles: {len(titles):,} titles, at most {settings.max_titles:,} "
-                              f"per request")
+        raise BadRequest(422, f"titles: empty list; give 1 to {max_titles} titles")
+    if len(titles) > max_titles:
+        raise BadRequest(422, f"titles: {len(titles):,} titles, at most {max_titles:,} per "
+                              f"request{too_many}")
     for index, title in enumerate(titles):
         if not isinstance(title, str):
             raise BadRequest(422, f"titles[{index}]: must be a string, got {kind(title)}")
-        if len(title) > settings.max_title_chars:
+        if len(title) > max_title_chars:
             raise BadRequest(422, f"titles[{index}]: {len(title):,} characters, at most "
-                                  f"{settings.max_title_chars:,}")
+                                  f"{max_title_chars:,}")
         if not title.strip():
             raise BadRequest(422, f"titles[{index}]: empty")
+    return titles
+
+
+def parse_predict(data: Any, settings: Limits, model: LoadedModel | None = None) -> Job:
+    """The job a /predict body asks for; the knobs are checked against `model`'s calibration
+    (the one serving when the request arrives)."""
+    titles = parse_titles(data, PREDICT_FIELDS, settings.max_titles, settings.max_title_chars,
+                          example='{"titles": ["..."], "k": 3}')
     k = data.get("k", 3)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= settings.max_k:
         raise BadRequest(422, f"k: must be a whole number from 1 to {settings.max_k}, got "
