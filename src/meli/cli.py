@@ -222,6 +222,27 @@ def _name_among(available: Callable[[], Sequence[str]]) -> Callable[[str], str]:
     return check
 
 
+def _add_titles_source(parser: argparse.ArgumentParser) -> None:
+    """The bundle and where the titles come from, as `meli predict` and `meli explain` read
+    them."""
+    parser.add_argument("--model", default=str(bundle_dir("cnn")),
+                        help="model bundle directory (default: %(default)s)")
+    parser.add_argument("--input", metavar="FILE",
+                        help="one title per line, or a CSV with a 'title' column (gzip or "
+                             "not); - for stdin")
+    parser.add_argument("--column", metavar="NAME",
+                        help="the CSV column that holds the titles (default: title)")
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    """Where and in what precision a bundle scores (predict, explain, serve)."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where a PyTorch model runs (default: %(default)s, CUDA if present)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 on CUDA, and on a CPU with bf16 when training found it "
+                             "kept the model's validation figures (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meli", description="Classify MercadoLibre product titles (a DVC pipeline).")
@@ -232,16 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="print the most likely categories of titles",
         description="Classify titles with a trained model bundle.")
     predict.add_argument("titles", nargs="*", help="titles to classify")
-    predict.add_argument("--model", default=str(bundle_dir("cnn")),
-                         help="model bundle directory (default: %(default)s)")
-    predict.add_argument("--input", metavar="FILE",
-                         help="one title per line, or a CSV with a 'title' column (gzip or "
-                              "not); - for stdin")
+    _add_titles_source(predict)
     predict.add_argument("--output", metavar="FILE", help="CSV to write (default: stdout)")
     predict.add_argument("-k", "--top-k", type=int, default=3,
                          help="categories per title (default: %(default)s)")
-    predict.add_argument("--column", metavar="NAME",
-                         help="the CSV column that holds the titles (default: title)")
     predict.add_argument("--coverage", type=_share, metavar="P",
                          help="add columns set and set_size: the categories that hold the "
                               "true one for a share P of titles (e.g. 0.95), from the bundle's "
@@ -252,11 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--min-confidence", type=_share, metavar="P",
                          help="add a column abstain: true where the top probability is below P "
                               "(e.g. 0.9): the titles a person should check")
-    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                         help="where a PyTorch model runs (default: %(default)s, CUDA if present)")
-    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                         help="auto: bf16 on CUDA, and on a CPU with bf16 when training found it "
-                              "kept the model's validation figures (default: %(default)s)")
+    _add_device_options(predict)
 
     explain = commands.add_parser(
         "explain", help="which words of titles made the model choose their category",
@@ -270,13 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "occlusion: how much the log-odds of the category's probability fall when "
                     "the word is left out (a title of n words scores n + 1 titles).")
     explain.add_argument("titles", nargs="*", help="titles to explain")
-    explain.add_argument("--model", default=str(bundle_dir("cnn")),
-                         help="model bundle directory (default: %(default)s)")
-    explain.add_argument("--input", metavar="FILE",
-                         help="one title per line, or a CSV with a 'title' column (gzip or "
-                              "not); - for stdin")
-    explain.add_argument("--column", metavar="NAME",
-                         help="the CSV column that holds the titles (default: title)")
+    _add_titles_source(explain)
     explain.add_argument("--category", metavar="NAME",
                          help="explain this category instead of each title's most probable")
     explain.add_argument("--method", choices=("decomposition", "occlusion"),
@@ -286,10 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="one JSON object per title (JSON lines) instead of the text view")
     explain.add_argument("--ngrams", action="store_true",
                          help="decomposition: also each word's n-grams and their parts")
-    explain.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                         help="where a PyTorch model runs (default: %(default)s)")
-    explain.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                         help="as for predict (default: %(default)s)")
+    _add_device_options(explain)
 
     serve = commands.add_parser(
         "serve", help="serve a model bundle over HTTP (POST /predict, a page at /)",
@@ -311,10 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on "
                                                            "(default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="where a PyTorch model runs (default: %(default)s)")
-    serve.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                       help="as for predict (default: %(default)s)")
+    _add_device_options(serve)
     serve.add_argument("--threads", type=int, default=2,
                        help="PyTorch threads for scoring (default: %(default)s; the event loop "
                             "runs beside them)")
