@@ -152,10 +152,10 @@ def serve(args: argparse.Namespace) -> None:
                 time.sleep(0.05)
             rows = []
             for path in ("/explain", "/predict"):
-                run_wrk(load, url + path, bodies, args.connections, 2, workdir)  # warm-up
+                load.finish(load.wrk(url, bodies, args.connections, 2, workdir, path))  # warm-up
                 cpu = cpu_seconds(server.pid)
-                result = run_wrk(load, url + path, bodies, args.connections, args.duration,
-                                 workdir)
+                result = load.finish(load.wrk(url, bodies, args.connections, args.duration,
+                                              workdir, path))
                 rows.append((path, result, cpu_seconds(server.pid) - cpu))
         finally:
             server.send_signal(signal.SIGTERM)
@@ -184,17 +184,6 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of a process so far (Linux /proc), every thread."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_wrk(load, url: str, bodies: list[bytes], connections: int, seconds: float,
-            workdir: Path) -> dict:
-    """wrk with benchmarks/serve.py's script, POSTing `bodies` in turn to `url`."""
-    script = workdir / "wrk.lua"
-    quoted = ",\n".join(f"[==[{body.decode()}]==]" for body in bodies)
-    script.write_text(load.WRK_SCRIPT % {"bodies": quoted}, encoding="utf-8")
-    return load.finish(subprocess.Popen(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s",
-         str(script), url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
 
 
 def confusions(args: argparse.Namespace) -> None:

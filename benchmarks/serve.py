@@ -182,12 +182,13 @@ class Run:
 
 
 def wrk(url: str, bodies: list[bytes], connections: int, seconds: float,
-        workdir: Path) -> subprocess.Popen:
+        workdir: Path, path: str = "/predict") -> subprocess.Popen:
+    """wrk POSTing `bodies` in turn to `url` + `path`; `finish` reads its result."""
     script = workdir / f"wrk-{len(bodies)}-{connections}.lua"
     quoted = ",\n".join(f"[==[{body.decode()}]==]" for body in bodies)
     script.write_text(WRK_SCRIPT % {"bodies": quoted}, encoding="utf-8")
     return subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout",
-                             "10s", "-s", str(script), url + "/predict"],
+                             "10s", "-s", str(script), url + path],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
