@@ -26,6 +26,7 @@ only make the threshold noisier.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ from meli.bundles.conformal import ConformalScores, highest_coverage, threshold
 from meli.errors import MeliError
 from meli.files import atomic_file, read_json, write_json
 from meli.layout import split_path
+from meli.progress import Progress
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
 TRUE_PROBABILITIES_FILE = "calibration.true_probabilities.npy"
@@ -185,7 +189,10 @@ def calibrate_bundle(classifier: Classifier, prepared_dir: str | Path) -> dict[s
 
 
 def calibrate(classifier: Classifier, titles: pa.Array, labels: np.ndarray) -> dict[str, Any]:
-    scored = score_split(classifier, titles, labels)
+    bundle = classifier.directory.name
+    log.info("%s: calibrating on %s validation titles", bundle, f"{len(labels):,}")
+    with Progress(f"{bundle}: calibration", len(labels), "titles", logger=log) as progress:
+        scored = score_split(classifier, titles, labels, progress=progress.update)
     scores = ConformalScores.of(scored.true_probability, labels, len(classifier.labels))
     ordered = np.sort(scores.true_probabilities)
     confidence, risk_coverage = confidence_figures(scored, BINS)

@@ -43,7 +43,7 @@ from meli.layout import (
     train_results_dir,
 )
 from meli.params import LinearParams, load_params, to_dict
-from meli.training.linear import Mixture, compact_heads, fit
+from meli.training.linear import Mixture, compact_heads, estimators, fit
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,9 @@ def train_linear(params: LinearParams, prepared_dir: str | Path, output_dir: str
     validation = _split(prepared_dir, "validation", ["title", "text", "label"])
     labels = read_json(prepared_dir / LABELS_FILE)
     normalization = read_json(prepared_dir / NORMALIZATION_FILE)
+    log.info("linear: %s training titles, %s validation, %d categories; %s", f"{len(train):,}",
+             f"{len(validation):,}", len(labels),
+             " and ".join(f"the {name} head" for name in estimators(params, len(train))))
     fitted = fit(train.column("text").combine_chunks(),
                  train.column("label").to_numpy().astype(np.int64), len(labels), params)
     del train

@@ -41,6 +41,7 @@ from meli.bundles.metrics import balanced_accuracy
 from meli.data.tfidf import TfidfFeatures, chunks, fit_features
 from meli.errors import MeliError
 from meli.params import LinearParams
+from meli.progress import Progress
 from meli.training.optimization import class_weight_array
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,13 @@ def _fit_svm(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray, num_c
     groups = np.array_split(seen, -(-len(seen) // SVM_GROUP))
     tasks = [delayed(_fit_svm_group)(matrix, labels, group, len(groups) > 1, class_weight,
                                      params.C, params.seed) for group in groups]
-    fitted = Parallel(n_jobs=min(params.threads, len(tasks)))(tasks)
+    fitted = []
+    with Progress("linear: svm", len(seen), "categories", logger=log) as progress:
+        # In order, each group as soon as it and those before it are done.
+        for result in Parallel(n_jobs=min(params.threads, len(tasks)),
+                               return_as="generator")(tasks):
+            fitted.append(result)
+            progress.update(sum(len(group) for group in groups[:len(fitted)]))
     # The categories it knows nothing of keep no weight and a low bias.
     intercept = np.full(num_classes, -1.0, np.float32)
     rows, columns, values = [], [], []
@@ -382,7 +389,15 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                 scatters.append((torch.from_numpy(distinct), transposed))
             return matrix, scatters
 
-        with ThreadPoolExecutor(1) as pool:
+        epoch_now = 0  # the note of a progress line: the epoch running, its loss so far
+        done_in_epoch = 0
+
+        def note() -> str:
+            return (f"epoch {epoch_now + 1} of {params.epochs}, training loss so far "
+                    f"{loss / max(done_in_epoch, 1):.4f}")
+
+        with ThreadPoolExecutor(1) as pool, Progress("linear: softmax", total_steps, "steps",
+                                                     note=note, logger=log) as progress:
             upcoming = pool.submit(featurized, blocks[0][1])
             for number, (epoch, rows) in enumerate(blocks):
                 matrix, scatters = upcoming.result()
@@ -418,6 +433,8 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                     table.index_add_(0, distinct, torch.from_numpy(transposed @ gradient.numpy()),
                                      alpha=-rate)
                     step += 1
+                epoch_now, done_in_epoch = epoch, done_in_epoch + len(rows)
+                progress.update(step)
                 if number + 1 == len(blocks) or blocks[number + 1][0] != epoch:
                     loss /= len(texts)
                     if not math.isfinite(loss) or not bool(torch.isfinite(bias).all()):
@@ -426,7 +443,7 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                                         f"(now {params.learning_rate})")
                     log.info("linear: softmax epoch %d of %d, training loss %.4f", epoch + 1,
                              params.epochs, loss)
-                    loss = 0.0
+                    loss, done_in_epoch = 0.0, 0
         if projection is None:
             return SparseHead.from_matrix("softmax", table.numpy(), bias.numpy())
         return FactoredHead.from_dense("softmax", table.numpy(), projection.numpy(),

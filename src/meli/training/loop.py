@@ -272,6 +272,8 @@ def bf16_inference_check(architecture: str, config: dict, matrix: torch.Tensor,
     many (`fp32_balanced`, the whole split's, is then not the one compared)."""
     if not cpu_has_bf16() or not len(validation):
         return {"bf16_inference": False}
+    log.info("%s: checking bf16 inference on %s validation titles", architecture,
+             f"{min(len(validation), BF16_CHECK_ROWS):,}")
     model = build_model(architecture, config, matrix, num_classes)
     model.load_state_dict(weights)
     checked = validation
