@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,3 +162,32 @@ def fasttext_bundle(pipeline) -> Path:
     train_baseline(BaselineParams(epochs=20, dim=16, word_ngrams=1, buckets=1_000),
                    pipeline.prepared, bundle_dir, pipeline.root / "results/train/fasttext")
     return bundle_dir
+
+
+@pytest.fixture(scope="session")
+def small_repo(tmp_path_factory) -> Path:
+    """A temporary git + DVC repository of this project with SMALL params in which `dvc repro`
+    has run once (its outputs in the workspace and its DVC cache, `dvc.lock` not committed).
+    Every test that needs a built repository copies it (`copy_repo`) before changing anything.
+
+    Built once per test run: with several pytest-xdist workers, the first to ask builds it under
+    a lock in the run's shared temporary directory and the others wait for it.
+    """
+    from dvc_repo import SMALL, dvc, make_repo
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        repo = make_repo(tmp_path_factory.mktemp("small") / "repo", SMALL)
+        dvc(repo, "repro")
+        return repo
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    repo, done = shared / "small-repo" / "repo", shared / "small-repo.built"
+    with FileLock(str(shared / "small-repo.lock")):
+        if not done.exists():
+            shutil.rmtree(repo.parent, ignore_errors=True)  # a worker's failed try
+            repo.parent.mkdir()
+            make_repo(repo, SMALL)
+            dvc(repo, "repro")
+            done.touch()
+    return repo
+

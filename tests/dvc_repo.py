@@ -76,6 +76,11 @@ def make_repo(path: Path, changes: dict) -> Path:
     return path
 
 
+def copy_repo(repo: Path, target: Path) -> Path:
+    """A copy of a test repository (workspace, git history, DVC cache) at `target`."""
+    return Path(shutil.copytree(repo, target, symlinks=True))
+
+
 def real_sample_repo(path: Path) -> Path:
     """A repository at `path` whose pipeline has run on the real sample (`dvc repro`, a few
     minutes): what the benchmarks measure when no `--repo` is given."""

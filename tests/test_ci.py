@@ -32,7 +32,8 @@ def ci_commands() -> list[list[str]]:
 
 def test_ci_runs_the_readme_set_up_and_test_commands_in_order():
     readme = readme_setup_commands()
-    assert ["pytest", "--durations=15"] in readme  # the slowest tests are shown
+    # Both cores (a test file per worker), and the slowest tests shown at the end.
+    assert ["pytest", "-n", "2", "--dist", "loadfile", "--durations=15"] in readme
     ci = ci_commands()
     position = 0
     for command in readme:

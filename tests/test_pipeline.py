@@ -21,16 +21,23 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from dvc_repo import REAL_SAMPLE, SMALL, dvc, environment, make_repo, run, workspace_metrics
+from dvc_repo import (
+    REAL_SAMPLE,
+    SMALL,
+    copy_repo,
+    dvc,
+    environment,
+    make_repo,
+    run,
+    workspace_metrics,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo", SMALL)
-    dvc(repo, "repro")
-    return repo
+def reproduced(small_repo, tmp_path_factory) -> Path:
+    return copy_repo(small_repo, tmp_path_factory.mktemp("e2e") / "repo")
 
 
 def test_repro_builds_every_stage(reproduced):

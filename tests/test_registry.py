@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_repo import ROOT, SMALL, dvc, make_repo, run
+from dvc_repo import ROOT, copy_repo, dvc, run
 
 from meli.bundles import registry
 
@@ -65,11 +65,11 @@ def meli(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_dvc_artifacts_get_by_version_and_stage_then_predict_as_the_repository(tmp_path):
-    repo = make_repo(tmp_path / "repo", SMALL)
+def test_dvc_artifacts_get_by_version_and_stage_then_predict_as_the_repository(small_repo,
+                                                                                  tmp_path):
+    repo = copy_repo(small_repo, tmp_path / "repo")  # `dvc repro` has run
     storage, origin = tmp_path / "storage", tmp_path / "origin.git"
     dvc(repo, "remote", "add", "-d", "storage", str(storage))
-    dvc(repo, "repro")
     meli(repo, "registry", "--update")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "trained")

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dvc_repo import SMALL, dvc, environment, make_repo, run
+from dvc_repo import copy_repo, dvc, environment, run
 
 pytestmark = pytest.mark.slow
 
@@ -116,9 +116,8 @@ class Origin:
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory) -> Origin:
-    repo = make_repo(tmp_path_factory.mktemp("remote") / "origin", SMALL)
-    dvc(repo, "repro")
+def origin(small_repo, tmp_path_factory) -> Origin:
+    repo = copy_repo(small_repo, tmp_path_factory.mktemp("remote") / "origin")
     commit(repo, "reproduce the pipeline")
     return Origin(repo, predict(repo), artifacts(repo))
 
