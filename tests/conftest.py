@@ -190,4 +190,3 @@ def small_repo(tmp_path_factory) -> Path:
             dvc(repo, "repro")
             done.touch()
     return repo
-
