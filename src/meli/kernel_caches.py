@@ -16,8 +16,9 @@ of its own, up to 8 per core, and the memory a batch freed in one arena serves n
 the ensemble's members scored on two threads beside PyTorch's own, `meli predict --model
 models/ensemble` on 1,000,000 real-sample titles peaked at 1,048 MB (of 2^20 bytes) with the
 default and 895-950 MB with 2 arenas, at the same speed (5,950 and 6,160-6,340 titles/s; 1
-arena: 893 MB but 5,620 titles/s; benchmarks/predict_speed.py). Set with mallopt before any other thread
-starts; MALLOC_ARENA_MAX in the environment (which glibc reads itself) is left to rule.
+arena: 893 MB but 5,620 titles/s; benchmarks/predict_speed.py). Set with mallopt before any
+other thread starts; MALLOC_ARENA_MAX in the environment (which glibc reads itself) is left to
+rule.
 """
 
 from __future__ import annotations
