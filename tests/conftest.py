@@ -176,11 +176,9 @@ def small_repo(tmp_path_factory) -> Path:
     from dvc_repo import SMALL, dvc, make_repo
     from filelock import FileLock
 
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        repo = make_repo(tmp_path_factory.mktemp("small") / "repo", SMALL)
-        dvc(repo, "repro")
-        return repo
-    shared = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    shared = tmp_path_factory.getbasetemp()  # this run's
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        shared = shared.parent  # a worker's is within the run's, which its workers share
     repo, done = shared / "small-repo" / "repo", shared / "small-repo.built"
     with FileLock(str(shared / "small-repo.lock")):
         if not done.exists():

@@ -151,15 +151,16 @@ def fit_features(texts: pa.Array, params: LinearParams) -> TfidfFeatures:
     word_ngrams, char_ngrams = tuple(params.word_ngrams), tuple(params.char_ngrams)
     empty = (np.zeros(0, np.uint64), np.zeros(0, np.int64))
     word_df, char_df = empty, empty
+    done = 0
     with Progress("linear: counting n-grams", len(texts), "titles", logger=log) as progress:
-        for start, chunk in zip(range(0, len(texts), FIT_CHUNK), chunks(texts, FIT_CHUNK),
-                                strict=True):
+        for chunk in chunks(texts, FIT_CHUNK):
             words, chars = _keys(_Batch.of(chunk), word_ngrams, char_ngrams)
             if words is not None:
                 word_df = _merge(word_df, _document_frequencies(*words))
             if chars is not None:
                 char_df = _merge(char_df, _document_frequencies(*chars))
-            progress.update(start + len(chunk))
+            done += len(chunk)
+            progress.update(done)
     word_keys, word_counts = _kept(*word_df, params.word_min_df, params.max_word_features)
     char_keys, char_counts = _kept(*char_df, params.char_min_df, params.max_char_features)
     log.info("linear: %d of %d word n-grams and %d of %d character n-grams kept",

@@ -389,11 +389,10 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                 scatters.append((torch.from_numpy(distinct), transposed))
             return matrix, scatters
 
-        epoch_now = 0  # the note of a progress line: the epoch running, its loss so far
-        done_in_epoch = 0
+        done_in_epoch = 0  # titles, for the running loss of a progress line
 
-        def note() -> str:
-            return (f"epoch {epoch_now + 1} of {params.epochs}, training loss so far "
+        def note() -> str:  # called by progress.update, inside the loop: `epoch` is bound
+            return (f"epoch {epoch + 1} of {params.epochs}, training loss so far "
                     f"{loss / max(done_in_epoch, 1):.4f}")
 
         with ThreadPoolExecutor(1) as pool, Progress("linear: softmax", total_steps, "steps",
@@ -433,7 +432,7 @@ def _fit_softmax(features: TfidfFeatures, texts: pa.Array, labels: np.ndarray,
                     table.index_add_(0, distinct, torch.from_numpy(transposed @ gradient.numpy()),
                                      alpha=-rate)
                     step += 1
-                epoch_now, done_in_epoch = epoch, done_in_epoch + len(rows)
+                done_in_epoch += len(rows)
                 progress.update(step)
                 if number + 1 == len(blocks) or blocks[number + 1][0] != epoch:
                     loss /= len(texts)
